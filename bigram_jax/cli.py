@@ -1,0 +1,142 @@
+"""Command lines for scripts/train.py and scripts/sample.py: flags -> config -> library calls, errors as one line."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bigram_jax.config import FIELDS, Config, UserError, load_config_file, make_config
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def _guard(prog: str, fn: Callable[[], int]) -> int:
+    """Run `fn`, turning user errors and signals into one line on stderr and a nonzero status."""
+    from bigram_jax.session import Interrupted
+
+    try:
+        return fn()
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        name = signal.Signals(e.signum).name
+        print(f"{prog}: stopped by {name} at step {e.step}; checkpoint saved. Resume with the same command "
+              "plus --resume", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """Every Config field as a --flag (values typed and checked by make_config), plus run controls."""
+    p = _Parser(prog="train.py", description="Train the lecture's bigram model (defaults = the lecture's run).")
+    p.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings; flags override it")
+    for name, field in FIELDS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=field.type.upper(),
+                       help=f"(default: {field.default})")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="resume even if the checkpoint's vocabulary or data file differ")
+    return p
+
+
+def _train(argv: Sequence[str] | None) -> int:
+    """Parse, prepare and run one training job."""
+    args = train_parser().parse_args(argv)
+    overrides: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    overrides.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
+    if args.allow_mismatch and not args.resume:
+        raise UserError("--allow-mismatch only makes sense with --resume")
+    from bigram_jax.run import load_corpus, train
+    from bigram_jax.session import Session, resume_config
+
+    meta = None
+    if args.resume:
+        cfg, meta = resume_config(overrides)
+    else:
+        cfg = make_config(overrides)
+    corpus = load_corpus(cfg)
+    with Session(cfg, corpus, resume=args.resume, allow_mismatch=args.allow_mismatch, checkpoint_meta=meta) as s:
+        train(cfg, corpus, s)
+    return 0
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of scripts/train.py."""
+    return _guard("train.py", lambda: _train(argv))
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    """Flags of scripts/sample.py."""
+    p = _Parser(prog="sample.py", description="Sample text from a bigram-jax checkpoint.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run's out-dir or its checkpoints folder")
+    p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--prompt", help="text to continue (default: the first vocabulary character, as the lecture)")
+    g.add_argument("--prompt-file", metavar="F", help="read the prompt from a UTF-8 file")
+    p.add_argument("--num-tokens", type=int, default=500, help="new characters per sample (default: 500)")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples (default: 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by T (default: 1.0)")
+    p.add_argument("--top-k", type=int, help="sample only from the k most likely next characters")
+    p.add_argument("--seed", type=int, default=1337, help="same seed, same text (default: 1337)")
+    p.add_argument("--sampler", choices=("categorical", "cdf"), default="categorical",
+                   help="jax.random.categorical, or the equivalent inverse-CDF sampler (faster)")
+    return p
+
+
+def _read_prompt(args: argparse.Namespace, vocab: str) -> str:
+    """The prompt text from --prompt, --prompt-file, or the lecture's default (token id 0)."""
+    if args.prompt_file is not None:
+        try:
+            prompt = Path(args.prompt_file).read_bytes().decode("utf-8")
+        except OSError as e:
+            raise UserError(f"cannot read prompt file {args.prompt_file}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"prompt file is not UTF-8 text: {args.prompt_file}") from None
+    else:
+        prompt = vocab[0] if args.prompt is None else args.prompt
+    if not prompt:
+        raise UserError("the prompt is empty: give at least one character")
+    return prompt
+
+
+def _sample(argv: Sequence[str] | None) -> int:
+    """Load params from a checkpoint and print samples."""
+    args = sample_parser().parse_args(argv)
+    if args.num_tokens < 0 or args.num_samples < 1:
+        raise UserError("--num-tokens must be >= 0 and --num-samples >= 1")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
+    import jax
+    import numpy as np
+
+    from bigram_jax.checkpoint import load_checkpoint
+    from bigram_jax.data import CharTokenizer
+    from bigram_jax.generate import generate
+
+    ck = load_checkpoint(args.checkpoint, args.step)
+    tok = CharTokenizer(ck.vocab)
+    prompt = tok.encode(_read_prompt(args, ck.vocab))
+    idx = np.tile(prompt, (args.num_samples, 1))  # (S, T)
+    out = generate(ck.params, jax.random.key(args.seed), idx, args.num_tokens, temperature=args.temperature,
+                   top_k=args.top_k, sampler=args.sampler)
+    out = np.asarray(out)
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} (step {ck.step}, seed {args.seed}) ---")
+        print(tok.decode(out[i]))
+    return 0
+
+
+def sample_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of scripts/sample.py."""
+    return _guard("sample.py", lambda: _sample(argv))

@@ -1,0 +1,141 @@
+"""Run configuration: one typed dataclass, loaded from a file and/or CLI flags, validated once."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line on stderr, never a traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every knob of a run. Defaults are the lecture's bigram.py."""
+
+    # data
+    data: str = "tinyshakespeare"  # a UTF-8 text file, or the name 'tinyshakespeare'
+    train_frac: float = 0.9
+    # batches
+    batch_size: int = 32  # B
+    block_size: int = 8  # T
+    # optimisation (AdamW with torch's defaults, as the lecture)
+    max_iters: int = 3000
+    learning_rate: float = 1e-2
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    lr_schedule: str = "constant"  # 'constant' | 'cosine' (linear warmup, cosine decay to min_lr)
+    warmup_iters: int = 0
+    min_lr: float = 0.0
+    grad_clip: float = 0.0  # global-norm clip; 0 = off
+    loss: str = "counts"  # 'counts' (sufficient statistics, O(V^2)) | 'gather' (textbook, O(B*T*V))
+    seed: int = 1337
+    # evaluation, logging, sampling
+    eval_interval: int = 300
+    chunk_seconds: float = 0.25  # target wall time of one fused chunk (bounds the signal latency)
+    sample_tokens: int = 500
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    out_dir: str = "runs/bigram"
+    # checkpoints
+    checkpoint_every: int = 0  # 0 = at each eval
+    keep_checkpoints: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able values."""
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+CHOICES = {"loss": ("counts", "gather"), "lr_schedule": ("constant", "cosine")}
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict (keys checked later)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        if p.suffix == ".toml":
+            d = tomllib.loads(raw.decode("utf-8"))
+        else:
+            d = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"config file {path} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {e}") from None
+    if not isinstance(d, dict):
+        raise UserError(f"config file {path} must hold a table/object of settings")
+    return d
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a value from a file or flag to the field's type, or raise UserError."""
+    kind = FIELDS[name].type
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"{name} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
+
+
+def make_config(overrides: dict[str, Any], base: Config | None = None) -> Config:
+    """Build a validated Config from `base` and overrides; unknown keys are an error."""
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise UserError(f"unknown config key(s): {', '.join(unknown)}")
+    values = {k: _coerce(k, v) for k, v in overrides.items()}
+    cfg = dataclasses.replace(base or Config(), **values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise UserError on the first setting that cannot work."""
+    for name in ("batch_size", "block_size", "eval_interval", "keep_checkpoints"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("max_iters", "sample_tokens", "warmup_iters", "checkpoint_every", "top_k"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("learning_rate", "weight_decay", "beta1", "beta2", "eps", "min_lr", "grad_clip",
+                 "temperature", "chunk_seconds", "train_frac"):
+        v = getattr(cfg, name)
+        if not math.isfinite(v):
+            raise UserError(f"{name} must be a finite number, got {v}")
+        if v < 0:
+            raise UserError(f"{name} must be >= 0, got {v}")
+    if cfg.learning_rate == 0:
+        raise UserError("learning_rate must be positive")
+    if not 0 <= cfg.beta1 < 1 or not 0 <= cfg.beta2 < 1:
+        raise UserError("beta1 and beta2 must be in [0, 1)")
+    if cfg.temperature == 0:
+        raise UserError("temperature must be positive")
+    if not 0 < cfg.train_frac < 1:
+        raise UserError(f"train_frac must be in (0, 1), got {cfg.train_frac}")
+    if cfg.min_lr > cfg.learning_rate:
+        raise UserError(f"min_lr ({cfg.min_lr}) must not exceed learning_rate ({cfg.learning_rate})")
+    if cfg.warmup_iters > cfg.max_iters and cfg.lr_schedule == "cosine":
+        raise UserError(f"warmup_iters ({cfg.warmup_iters}) must not exceed max_iters ({cfg.max_iters})")
+    for name, choices in CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise UserError(f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
+    if not 0 <= cfg.seed < 2**63:
+        raise UserError(f"seed must be in [0, 2**63), got {cfg.seed}")

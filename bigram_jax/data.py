@@ -1,0 +1,127 @@
+"""Corpus, character tokenizer, train/val split and on-device batches, as in the lecture."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import urllib.request
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigram_jax.config import UserError
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+@dataclasses.dataclass(frozen=True)
+class CharTokenizer:
+    """The lecture's tokenizer: vocabulary = sorted set of the corpus characters; `vocab` serializes it."""
+
+    vocab: str
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        """Build the vocabulary from a corpus."""
+        return cls("".join(sorted(set(text))))
+
+    @property
+    def vocab_size(self) -> int:
+        """V, the number of distinct characters."""
+        return len(self.vocab)
+
+    def encode(self, s: str) -> np.ndarray:
+        """String -> int32 ids; an unknown character is a UserError naming it."""
+        stoi = {ch: i for i, ch in enumerate(self.vocab)}
+        unknown = sorted({ch for ch in s if ch not in stoi})
+        if unknown:
+            shown = ", ".join(repr(ch) for ch in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+            raise UserError(f"{len(unknown)} character(s) not in the vocabulary: {shown}")
+        return np.fromiter((stoi[ch] for ch in s), dtype=np.int32, count=len(s))
+
+    def decode(self, ids) -> str:
+        """Ids -> string."""
+        ids = np.asarray(ids).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise UserError(f"token ids must be in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}")
+        return "".join(self.vocab[i] for i in ids.tolist())
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_dir() -> Path:
+    """Per-user cache folder (XDG_CACHE_HOME honoured)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigram_jax"
+
+
+def resolve_corpus(data: str) -> Path:
+    """A path for `data`: a file path, or 'tinyshakespeare' via $BIGRAM_JAX_DATA, cache, then download."""
+    if data != "tinyshakespeare":
+        return Path(data)
+    if os.environ.get("BIGRAM_JAX_DATA"):
+        return Path(os.environ["BIGRAM_JAX_DATA"])
+    cached = _cache_dir() / "tinyshakespeare.txt"
+    if cached.is_file() and _sha256(cached) == TINYSHAKESPEARE_SHA256:
+        return cached
+    try:
+        with urllib.request.urlopen(TINYSHAKESPEARE_URL, timeout=30) as r:
+            raw = r.read()
+    except OSError as e:
+        raise UserError(f"cannot download tinyshakespeare ({e}); pass --data PATH or set "
+                        "BIGRAM_JAX_DATA to a local copy") from None
+    if hashlib.sha256(raw).hexdigest() != TINYSHAKESPEARE_SHA256:
+        raise UserError("downloaded tinyshakespeare fails its sha256 check; pass --data PATH "
+                        "or set BIGRAM_JAX_DATA to a verified copy")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".part")
+    tmp.write_bytes(raw)
+    tmp.replace(cached)  # atomic: a crash never leaves a half-written cache file
+    return cached
+
+
+def load_text(path: Path) -> tuple[str, str]:
+    """Read a UTF-8 corpus; returns (text, sha256). Missing, empty or non-UTF-8 files are UserErrors."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"data file not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read data file {path}: {e.strerror or e}") from None
+    if not raw:
+        raise UserError(f"data file is empty: {path}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"data file is not UTF-8 text: {path} (bad byte at offset {e.start})") from None
+    if "\x00" in text:
+        raise UserError(f"data file looks binary (NUL bytes): {path}")
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def split(data: np.ndarray, train_frac: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """First `train_frac` of the tokens for training, the rest for validation (the lecture's split)."""
+    n = int(train_frac * len(data))
+    return data[:n], data[n:]
+
+
+def get_batch(key: jax.Array, data: jax.Array, batch_size: int, block_size: int) -> tuple[jax.Array, jax.Array]:
+    """B random windows of `data`: x = data[i:i+T], y = data[i+1:i+T+1]; runs inside jit."""
+    ix = jax.random.randint(key, (batch_size,), 0, data.shape[0] - block_size)  # (B,)
+    pos = ix[:, None] + jnp.arange(block_size)  # (B, T)
+    return data[pos], data[pos + 1]  # (B, T), (B, T)
+
+
+def check_ids(idx: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Validate token ids on the host (nn.Embed silently returns NaN rows / wraps -1 otherwise)."""
+    idx = np.asarray(idx)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise UserError(f"token ids must be integers, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= vocab_size):
+        raise UserError(f"token ids must be in [0, {vocab_size}), got {idx.min()}..{idx.max()}")
+    return idx.astype(np.int32)

@@ -1,0 +1,90 @@
+"""Sampling: the lecture's generate, O(1) per new token, in one compiled scan with fixed shapes."""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigram_jax.config import UserError
+from bigram_jax.data import check_ids
+
+SAMPLERS = ("categorical", "cdf")
+
+
+def _table(params: dict) -> jax.Array:
+    """The (V, V) logit table inside a params pytree."""
+    return params["params"]["token_embedding_table"]["embedding"]
+
+
+def _check(vocab_size: int, max_new_tokens: int, temperature: float, top_k: int | None, sampler: str) -> None:
+    """Reject arguments that would sample garbage, with a UserError."""
+    if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+        raise UserError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise UserError(f"temperature must be a positive finite number, got {temperature!r}")
+    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= vocab_size):
+        raise UserError(f"top_k must be an integer in 1..{vocab_size} (the vocabulary size), got {top_k!r}")
+    if sampler not in SAMPLERS:
+        raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+
+
+def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: int | None = None, sampler: str = "categorical") -> jax.Array:
+    """Extend each row of `idx` (B, T) by `max_new_tokens` sampled tokens; returns (B, T + max_new_tokens).
+
+    Like the lecture's `generate`, each new token is drawn from softmax(logits / temperature) of the row
+    of the last token; `top_k` keeps only the k largest logits of that row. `sampler='categorical'` draws
+    each token with `jax.random.categorical`; `sampler='cdf'` draws the same distribution by inverse-CDF
+    lookup in a precomputed cumulative table, with all uniforms drawn at once (much faster on CPU).
+    Same key, same output.
+    """
+    table = _table(params)
+    V = table.shape[0]
+    idx = check_ids(idx, V)
+    if idx.ndim != 2 or idx.shape[1] < 1:
+        raise UserError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
+    _check(V, max_new_tokens, temperature, top_k, sampler)
+    if max_new_tokens == 0:
+        return jnp.asarray(idx)
+    new = _sample(table, key, jnp.asarray(idx[:, -1]), jnp.asarray(temperature, table.dtype),
+                  int(max_new_tokens), top_k, sampler)  # (B, N)
+    return jnp.concatenate([jnp.asarray(idx), new], axis=1)
+
+
+def _row_logits(table: jax.Array, temperature: jax.Array, top_k: int | None) -> tuple[jax.Array, jax.Array | None]:
+    """Per-row logits to sample from: (V, K) values and, with top-k, the (V, K) token ids they stand for."""
+    logits = table / temperature  # (V, V)
+    if top_k is None or top_k == table.shape[0]:
+        return logits, None
+    return jax.lax.top_k(logits, top_k)  # exactly k per row, ties broken by lower id
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _sample(table: jax.Array, key: jax.Array, last: jax.Array, temperature: jax.Array,
+            max_new_tokens: int, top_k: int | None, sampler: str) -> jax.Array:
+    """Draw (B, max_new_tokens) tokens, each from the row of the token before it."""
+    vals, ids = _row_logits(table, temperature, top_k)  # (V, K), (V, K) | None
+    keys = jax.random.split(key, max_new_tokens)
+    if sampler == "cdf":
+        cdf = jnp.cumsum(jax.nn.softmax(vals, axis=-1), axis=-1)  # (V, K)
+        u = jax.vmap(lambda k: jax.random.uniform(k, last.shape, cdf.dtype))(keys)  # (N, B): drawn at once
+
+        def step(prev, u_t):
+            rows = cdf[prev]  # (B, K)
+            # u scaled by the row's own total (1 up to rounding): P(j) = cdf[j] - cdf[j-1] exactly
+            j = jax.vmap(lambda r, v: jnp.searchsorted(r, v, side="right"))(rows, u_t * rows[:, -1])  # (B,)
+            j = jnp.minimum(j, cdf.shape[1] - 1)
+            nxt = j if ids is None else ids[prev, j]
+            return nxt, nxt
+    else:
+        def step(prev, k):
+            j = jax.random.categorical(k, vals[prev], axis=-1)  # (B,)
+            nxt = j if ids is None else ids[prev, j]
+            return nxt, nxt
+        u = keys
+
+    _, out = jax.lax.scan(step, last, u)  # (N, B)
+    return out.T.astype(jnp.int32)

@@ -1,0 +1,45 @@
+"""The two equal ways to get a batch's loss: the textbook gather, and the bigram's sufficient statistics."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from bigram_jax.model import BigramLanguageModel
+
+LossFn = Callable[[dict, jax.Array, jax.Array], jax.Array]
+
+
+def transition_counts(x: jax.Array, y: jax.Array, vocab_size: int, dtype=jnp.float32) -> jax.Array:
+    """C[i, j] = how many times token j follows token i in the batch; (V, V)."""
+    flat = x.reshape(-1) * vocab_size + y.reshape(-1)  # (B*T,)
+    return jnp.bincount(flat, length=vocab_size * vocab_size).astype(dtype).reshape(vocab_size, vocab_size)
+
+
+def gather_loss(model: BigramLanguageModel) -> LossFn:
+    """(a) The lecture's loss: logits for every position, then cross-entropy. O(B*T*V)."""
+
+    def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+        _, loss = model.apply(params, x, y)
+        return loss
+
+    return loss_fn
+
+
+def counts_loss(model: BigramLanguageModel) -> LossFn:
+    """(b) The same loss from the batch's V x V transition counts. O(B*T) integer work + O(V^2) float."""
+
+    def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+        counts = transition_counts(x, y, model.vocab_size)  # counts carry no gradient: built outside the table
+        return model.apply(params, counts, method=BigramLanguageModel.loss_from_counts)
+
+    return loss_fn
+
+
+LOSSES = {"gather": gather_loss, "counts": counts_loss}
+
+
+def make_loss(model: BigramLanguageModel, name: str) -> LossFn:
+    """The loss implementation called `name`."""
+    return LOSSES[name](model)

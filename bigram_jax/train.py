@@ -1,0 +1,83 @@
+"""Train state, the AdamW optimizer, and the pure jitted train step (fused many to a call)."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from bigram_jax.config import Config
+from bigram_jax.data import get_batch
+from bigram_jax.loss import make_loss
+from bigram_jax.model import BigramLanguageModel
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a run needs to continue: the step, params, optimizer state and the run's data key."""
+
+    step: jax.Array  # int32 scalar: the number of steps taken
+    params: Any
+    opt_state: Any
+    key: jax.Array  # typed PRNG key; the batch of step s is drawn with fold_in(key, s)
+
+
+def lr_schedule(cfg: Config) -> optax.Schedule:
+    """Constant (the lecture), or linear warmup then cosine decay to min_lr over max_iters."""
+    if cfg.lr_schedule == "constant":
+        return optax.constant_schedule(cfg.learning_rate)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_iters,
+        decay_steps=max(cfg.max_iters, 1), end_value=cfg.min_lr)
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """AdamW with torch's defaults (optax's weight decay default is 1e-4; torch's is 0.01), optional clipping."""
+    adamw = optax.adamw(lr_schedule(cfg), b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+    return adamw
+
+
+def init_state(cfg: Config, vocab_size: int, params: Any = None) -> TrainState:
+    """Fresh state from the seed: N(0, 1) table (unless `params` is given), zero moments, step 0."""
+    params_key, data_key = jax.random.split(jax.random.key(cfg.seed))
+    if params is None:
+        model = BigramLanguageModel(vocab_size)
+        params = model.init(params_key, jnp.zeros((1, 1), jnp.int32))
+    opt_state = make_optimizer(cfg).init(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, key=data_key)
+
+
+def batch_at(key: jax.Array, step: jax.Array, data: jax.Array, cfg: Config) -> tuple[jax.Array, jax.Array]:
+    """The batch of step `step`: a pure function of (run key, step), so a resumed run sees the same stream."""
+    return get_batch(jax.random.fold_in(key, step), data, cfg.batch_size, cfg.block_size)
+
+
+def train_step(state: TrainState, data: jax.Array, cfg: Config) -> tuple[TrainState, dict]:
+    """One AdamW step on the batch of step `state.step`; returns the new state and {'loss': batch loss}."""
+    vocab_size = jax.tree.leaves(state.params)[0].shape[0]
+    loss_fn = make_loss(BigramLanguageModel(vocab_size), cfg.loss)
+    x, y = batch_at(state.key, state.step, data, cfg)  # (B, T), (B, T)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+    updates, opt_state = make_optimizer(cfg).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
+
+
+@functools.partial(jax.jit, static_argnames="cfg", donate_argnums=0)
+def train_steps(state: TrainState, data: jax.Array, num_steps: jax.Array, cfg: Config) -> tuple[TrainState, jax.Array]:
+    """`num_steps` train steps fused into one compiled loop; returns the state and the sum of batch losses.
+
+    `num_steps` is traced, so chunks of any length share one compilation.
+    """
+
+    def body(_, carry):
+        state, loss_sum = carry
+        state, metrics = train_step(state, data, cfg)
+        return state, loss_sum + metrics["loss"]
+
+    zero = jnp.zeros((), jax.tree.leaves(state.params)[0].dtype)
+    return jax.lax.fori_loop(0, num_steps, body, (state, zero))

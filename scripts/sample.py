@@ -1,0 +1,10 @@
+"""Sample the lecture's bigram model: see `python scripts/sample.py --help`."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from bigram_jax.cli import sample_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(sample_main())
