@@ -1,0 +1,53 @@
+"""Shared fixtures: the real tinyshakespeare corpus, key-reuse checking, CLI runners."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+jax.config.update("jax_debug_key_reuse", True)  # a reused PRNG key fails the test
+
+
+def _shakespeare() -> Path:
+    """The verified copy beside the repo (CI), or $BIGRAM_JAX_DATA."""
+    env = os.environ.get("BIGRAM_JAX_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+os.environ.setdefault("BIGRAM_JAX_DATA", str(_shakespeare()))  # in-process CLI runs resolve the corpus too
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path() -> Path:
+    """Path of tinyshakespeare; the tests need the real corpus."""
+    p = _shakespeare()
+    if not p.is_file():
+        pytest.fail(f"tinyshakespeare not found at {p}: set BIGRAM_JAX_DATA")
+    return p
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text(shakespeare_path: Path) -> str:
+    """The corpus text."""
+    return shakespeare_path.read_text(encoding="utf-8")
+
+
+def run_script(script: str, *args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run scripts/<script> in a subprocess with the repo importable; capture text output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(_shakespeare()),
+           "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)
+
+
+def popen_script(script: str, *args: str) -> subprocess.Popen:
+    """Start scripts/<script> in the background (for signal tests)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(_shakespeare()), "JAX_PLATFORMS": "cpu",
+           "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)

@@ -1,0 +1,140 @@
+"""Tokenizer, corpus resolution and loading, split and on-device batches."""
+from __future__ import annotations
+
+import hashlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigram_jax import data as data_lib
+from bigram_jax.config import UserError
+from bigram_jax.data import CharTokenizer
+
+
+def test_vocab_is_sorted_set_of_corpus(shakespeare_text):
+    tok = CharTokenizer.from_text(shakespeare_text)
+    assert tok.vocab_size == 65
+    assert list(tok.vocab) == sorted(set(shakespeare_text))
+    assert tok.vocab[0] == "\n" and tok.vocab[1] == " "
+
+
+def test_round_trip_whole_corpus(shakespeare_text):
+    tok = CharTokenizer.from_text(shakespeare_text)
+    ids = tok.encode(shakespeare_text)
+    assert ids.dtype == np.int32 and len(ids) == len(shakespeare_text) == 1_115_394
+    assert tok.decode(ids) == shakespeare_text
+    assert tok.decode(tok.encode("hii there")) == "hii there"
+    assert tok.encode("hi").tolist() == [tok.vocab.index("h"), tok.vocab.index("i")]
+
+
+def test_unknown_character_is_named():
+    tok = CharTokenizer("abc")
+    with pytest.raises(UserError, match=r"'z'.*'é'|'é'.*'z'"):
+        tok.encode("abzé")
+    with pytest.raises(UserError, match="in \\[0, 3\\)"):
+        tok.decode([0, 3])
+
+
+def test_split_is_first_90_percent():
+    data = np.arange(1000)
+    train, val = data_lib.split(data)
+    assert len(train) == 900 and train[-1] == 899 and val[0] == 900 and len(val) == 100
+
+
+def test_batch_windows_come_from_the_split(shakespeare_text):
+    tok = CharTokenizer.from_text(shakespeare_text)
+    train, _ = data_lib.split(tok.encode(shakespeare_text))
+    x, y = jax.jit(data_lib.get_batch, static_argnums=(2, 3))(jax.random.key(0), jnp.asarray(train), 32, 8)
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.shape == y.shape == (32, 8) and x.dtype == np.int32
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # y is x shifted by one
+    hay = train.tobytes()
+    for row_x, row_y in zip(x, y):
+        i = hay.find(row_x.tobytes())
+        assert i >= 0 and i % 4 == 0, "x must be a window of the train split"
+        assert hay.find(np.concatenate([row_x, row_y[-1:]]).tobytes()) >= 0
+
+
+def test_batch_offsets_cover_the_whole_split():
+    data = jnp.arange(20, dtype=jnp.int32)
+    x, y = data_lib.get_batch(jax.random.key(1), data, 4000, 3)
+    starts = np.asarray(x[:, 0])
+    assert starts.min() == 0 and starts.max() == 16  # offsets in [0, len - T), as torch.randint(len - T)
+    assert np.asarray(y[:, -1]).max() == 19
+
+
+def test_load_text_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        data_lib.load_text(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(UserError, match="empty"):
+        data_lib.load_text(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        data_lib.load_text(tmp_path / "latin1.txt")
+    (tmp_path / "bin.dat").write_bytes(b"ab\x00\x00cd")
+    with pytest.raises(UserError, match="binary"):
+        data_lib.load_text(tmp_path / "bin.dat")
+    (tmp_path / "ok.txt").write_text("hello\n")
+    text, sha = data_lib.load_text(tmp_path / "ok.txt")
+    assert text == "hello\n" and sha == hashlib.sha256(b"hello\n").hexdigest()
+
+
+def test_resolve_tinyshakespeare(tmp_path, monkeypatch, shakespeare_path):
+    monkeypatch.setenv("BIGRAM_JAX_DATA", str(shakespeare_path))
+    assert data_lib.resolve_corpus("tinyshakespeare") == shakespeare_path
+    assert data_lib.resolve_corpus(str(tmp_path / "x.txt")) == tmp_path / "x.txt"
+    # no env, no cache, no network: one line telling how to fix it
+    monkeypatch.delenv("BIGRAM_JAX_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data_lib.urllib.request, "urlopen", offline)
+    with pytest.raises(UserError, match="--data PATH or set BIGRAM_JAX_DATA"):
+        data_lib.resolve_corpus("tinyshakespeare")
+    # a verified cache copy is used without the network; a corrupted one is not trusted
+    cached = tmp_path / "cache" / "bigram_jax" / "tinyshakespeare.txt"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(shakespeare_path.read_bytes())
+    assert data_lib.resolve_corpus("tinyshakespeare") == cached
+    cached.write_bytes(b"tampered")
+    with pytest.raises(UserError):
+        data_lib.resolve_corpus("tinyshakespeare")
+
+
+def test_download_is_verified_and_cached(tmp_path, monkeypatch, shakespeare_path):
+    monkeypatch.delenv("BIGRAM_JAX_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    payload = {"bytes": shakespeare_path.read_bytes()}
+
+    class Response:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self):
+            return payload["bytes"]
+
+    monkeypatch.setattr(data_lib.urllib.request, "urlopen", lambda *a, **k: Response())
+    path = data_lib.resolve_corpus("tinyshakespeare")
+    assert path.read_bytes() == payload["bytes"]
+    path.unlink()
+    payload["bytes"] = b"not shakespeare"
+    with pytest.raises(UserError, match="sha256"):
+        data_lib.resolve_corpus("tinyshakespeare")
+    assert not path.exists()
+
+
+def test_check_ids():
+    assert data_lib.check_ids(np.array([[0, 4]]), 5).dtype == np.int32
+    for bad in ([[-1]], [[5]]):
+        with pytest.raises(UserError, match="in \\[0, 5\\)"):
+            data_lib.check_ids(np.array(bad), 5)
+    with pytest.raises(UserError, match="integers"):
+        data_lib.check_ids(np.array([[0.5]]), 5)

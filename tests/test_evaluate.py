@@ -1,0 +1,68 @@
+"""Exact full-split loss, the floors, and the lecture's estimate."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigram_jax import evaluate
+from bigram_jax.data import CharTokenizer, split
+from bigram_jax.model import BigramLanguageModel
+
+
+@pytest.fixture(scope="module")
+def splits(shakespeare_text):
+    tok = CharTokenizer.from_text(shakespeare_text)
+    train, val = split(tok.encode(shakespeare_text))
+    V = tok.vocab_size
+    return train, val, evaluate.split_counts(train, V), evaluate.split_counts(val, V)
+
+
+def test_exact_loss_is_the_mean_over_every_position():
+    rng = np.random.default_rng()
+    V = 11
+    data = rng.integers(0, V, 5000).astype(np.int32)
+    model = BigramLanguageModel(V)
+    params = model.init(jax.random.key(int(rng.integers(2**31))), jnp.zeros((1, 1), jnp.int32))
+    # brute force: the lecture's forward over the whole split as one sequence
+    _, brute = model.apply(params, jnp.asarray(data[None, :-1]), jnp.asarray(data[None, 1:]))
+    exact = evaluate.exact_loss(model, params, jnp.asarray(evaluate.split_counts(data, V), jnp.float32))
+    np.testing.assert_allclose(exact, brute, rtol=2e-6)
+    assert evaluate.split_counts(data, V).sum() == len(data) - 1
+
+
+def test_floors_on_tinyshakespeare(splits):
+    _, _, tc, vc = splits
+    ft = evaluate.floor_train(tc)
+    fv, alpha = evaluate.floor_val(tc, vc)
+    assert 2.45 < ft < 2.455 and 2.48 < fv < 2.485 and 0 < alpha
+    # alpha is the best add-alpha smoothing on val: moving it either way is worse
+    for a in (alpha * 0.8, alpha * 1.25):
+        assert evaluate._xent(vc, evaluate.smoothed_table(tc, a)) > fv
+
+
+def test_floor_is_below_any_table(splits):
+    _, _, tc, vc = splits
+    ft = evaluate.floor_train(tc)
+    model = BigramLanguageModel(65)
+    counts = jnp.asarray(tc, jnp.float32)
+    # the log of the count table itself reaches the floor; perturbations of it, or random tables, do worse
+    logt = np.log(evaluate.smoothed_table(tc, 1e-9))
+    for noise in (0.0, 0.05, 0.5):
+        table = logt + noise * np.random.default_rng().standard_normal(logt.shape)
+        params = {"params": {"token_embedding_table": {"embedding": jnp.asarray(table, jnp.float32)}}}
+        loss = float(evaluate.exact_loss(model, params, counts))
+        assert loss >= ft - 1e-5
+        if noise == 0.0:
+            assert loss == pytest.approx(ft, abs=1e-4)
+
+
+def test_estimate_matches_exact_within_noise(splits):
+    train, _, tc, _ = splits
+    model = BigramLanguageModel(65)
+    params = model.init(jax.random.key(7), jnp.zeros((1, 1), jnp.int32))
+    exact = float(evaluate.exact_loss(model, params, jnp.asarray(tc, jnp.float32)))
+    est = float(evaluate.estimate_loss(model, params, jax.random.key(8), jnp.asarray(train), 32, 8, 200))
+    assert abs(est - exact) < 0.1  # 51,200 positions: the estimate's noise is a few hundredths
+    assert est != exact

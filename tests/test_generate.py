@@ -1,0 +1,103 @@
+"""Sampling: shapes, determinism, top-k, temperature, validation, and the cdf sampler's distribution."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigram_jax import generate
+from bigram_jax.config import UserError
+from bigram_jax.model import BigramLanguageModel
+
+
+def _params(V: int, seed: int, scale: float = 1.0) -> dict:
+    p = BigramLanguageModel(V).init(jax.random.key(seed), jnp.zeros((1, 1), jnp.int32))
+    return jax.tree.map(lambda t: t * scale, p)
+
+
+@pytest.mark.parametrize("sampler", ["categorical", "cdf"])
+def test_shapes_and_determinism(sampler):
+    params = _params(65, 0)
+    idx = np.array([[0, 1, 2], [3, 4, 5]], np.int32)
+    a = generate(params, jax.random.key(1), idx, 50, sampler=sampler)
+    b = generate(params, jax.random.key(1), idx, 50, sampler=sampler)
+    c = generate(params, jax.random.key(2), idx, 50, sampler=sampler)
+    assert a.shape == (2, 53) and a.dtype == jnp.int32
+    np.testing.assert_array_equal(a[:, :3], idx)  # the context is kept, as the lecture's torch.cat
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert int(a.min()) >= 0 and int(a.max()) < 65
+    assert generate(params, jax.random.key(3), idx, 0).shape == (2, 3)
+
+
+@pytest.mark.parametrize("sampler", ["categorical", "cdf"])
+def test_top_k_draws_only_the_k_largest(sampler):
+    V, k = 30, 3
+    params = _params(V, 4)
+    table = np.asarray(params["params"]["token_embedding_table"]["embedding"])
+    allowed = np.argsort(-table, axis=1)[:, :k]
+    out = np.asarray(generate(params, jax.random.key(5), np.arange(V)[:, None], 200, top_k=k, sampler=sampler))
+    seen = np.zeros((V, V), bool)
+    for row in out:
+        for a, b in zip(row[:-1], row[1:]):
+            assert b in allowed[a]
+            seen[a, b] = True
+    assert seen.sum() == V * k  # and every one of the k is drawn
+
+
+def test_top_1_is_greedy_and_low_temperature_sharpens():
+    params = _params(20, 6)
+    table = np.asarray(params["params"]["token_embedding_table"]["embedding"])
+    out = np.asarray(generate(params, jax.random.key(7), np.array([[0]]), 30, top_k=1))[0]
+    for a, b in zip(out[:-1], out[1:]):
+        assert b == table[a].argmax()
+    cold = np.asarray(generate(params, jax.random.key(8), np.arange(20)[:, None], 1, temperature=1e-3))
+    np.testing.assert_array_equal(cold[:, 1], table.argmax(axis=1))
+
+
+def test_bad_arguments_are_user_errors():
+    params = _params(10, 9)
+    idx = np.zeros((1, 1), np.int32)
+    for kw in ({"temperature": 0.0}, {"temperature": -1.0}, {"temperature": float("nan")},
+               {"top_k": 0}, {"top_k": 11}, {"sampler": "magic"}):
+        with pytest.raises(UserError):
+            generate(params, jax.random.key(0), idx, 5, **kw)
+    with pytest.raises(UserError, match="max_new_tokens"):
+        generate(params, jax.random.key(0), idx, -1)
+    for bad in (np.array([[10]]), np.array([[-1]]), np.zeros((1, 0), np.int32), np.zeros(3, np.int32)):
+        with pytest.raises(UserError):
+            generate(params, jax.random.key(0), bad, 5)
+
+
+def _chi2_p(observed: np.ndarray, expected: np.ndarray) -> float:
+    """Upper tail of Pearson's chi-square (Wilson-Hilferty), cells with expected < 5 pooled."""
+    from math import erfc, sqrt
+
+    small = expected < 5
+    obs = np.append(observed[~small], observed[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    keep = exp > 0
+    stat, dof = float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()), int(keep.sum()) - 1
+    z = ((stat / dof) ** (1 / 3) - (1 - 2 / (9 * dof))) / sqrt(2 / (9 * dof))
+    return 0.5 * erfc(z / sqrt(2))
+
+
+@pytest.mark.parametrize("sampler,temperature,top_k", [("categorical", 1.0, None), ("cdf", 1.0, None),
+                                                       ("cdf", 0.7, 4), ("categorical", 1.5, 4)])
+def test_draws_follow_the_softmax(sampler, temperature, top_k):
+    V = 8
+    params = _params(V, int(np.random.default_rng().integers(2**31)))
+    table = np.asarray(params["params"]["token_embedding_table"]["embedding"], np.float64) / temperature
+    if top_k:
+        table = np.where(table >= np.sort(table, axis=1)[:, -top_k][:, None], table, -np.inf)
+    probs = np.exp(table - table.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = np.asarray(generate(params, jax.random.key(11), np.arange(V)[:, None].repeat(64, 0), 400,
+                              temperature=temperature, top_k=top_k, sampler=sampler))
+    prev, nxt = out[:, :-1].ravel(), out[:, 1:].ravel()
+    counts = np.zeros((V, V))
+    np.add.at(counts, (prev, nxt), 1)
+    expected = counts.sum(axis=1, keepdims=True) * probs
+    assert counts[expected == 0].sum() == 0  # nothing outside the top-k
+    assert _chi2_p(counts.ravel(), expected.ravel()) > 1e-4

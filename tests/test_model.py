@@ -1,0 +1,69 @@
+"""The Flax module: the lecture's (logits, loss) contract, init, and the two equal losses."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigram_jax.loss import make_loss, transition_counts
+from bigram_jax.model import BigramLanguageModel
+
+
+def _init(V: int, seed: int = 0) -> dict:
+    return BigramLanguageModel(V).init(jax.random.key(seed), jnp.zeros((1, 1), jnp.int32))
+
+
+def test_params_path_and_torch_like_init():
+    params = _init(65)
+    table = params["params"]["token_embedding_table"]["embedding"]
+    assert table.shape == (65, 65) and table.dtype == jnp.float32
+    assert jax.tree.leaves(params) == [table]  # the table is the only parameter
+    # N(0, 1) like torch's nn.Embedding (flax's default would give std 1/sqrt(V) = 0.12)
+    assert abs(float(table.mean())) < 0.05 and abs(float(table.std()) - 1.0) < 0.03
+
+
+def test_forward_contract():
+    model, params = BigramLanguageModel(65), _init(65)
+    idx = jax.random.randint(jax.random.key(1), (4, 8), 0, 65)
+    logits, loss = model.apply(params, idx)
+    assert logits.shape == (4, 8, 65) and loss is None
+    table = params["params"]["token_embedding_table"]["embedding"]
+    np.testing.assert_array_equal(logits, table[idx])  # row idx of the table, nothing else
+    targets = jax.random.randint(jax.random.key(2), (4, 8), 0, 65)
+    logits2, loss = model.apply(params, idx, targets)
+    assert logits2.shape == (32, 65) and loss.shape == ()
+    logp = jax.nn.log_softmax(logits2)
+    np.testing.assert_allclose(loss, -logp[jnp.arange(32), targets.reshape(-1)].mean(), rtol=1e-6)
+
+
+def test_initial_loss_is_near_uniform_bound():
+    # the lecture's sanity check: with N(0,1) logits the loss starts near -ln(1/65) + 0.5 ~ 4.67
+    model, params = BigramLanguageModel(65), _init(65, seed=3)
+    idx = jax.random.randint(jax.random.key(4), (64, 64), 0, 65)
+    tgt = jax.random.randint(jax.random.key(5), (64, 64), 0, 65)
+    assert 4.3 < float(model.apply(params, idx, tgt)[1]) < 5.1
+
+
+def test_transition_counts_brute_force():
+    x = np.random.default_rng(0).integers(0, 7, (5, 9))
+    y = np.random.default_rng(1).integers(0, 7, (5, 9))
+    expect = np.zeros((7, 7))
+    for a, b in zip(x.ravel(), y.ravel()):
+        expect[a, b] += 1
+    np.testing.assert_array_equal(transition_counts(jnp.asarray(x), jnp.asarray(y), 7), expect)
+
+
+@pytest.mark.parametrize("V,B,T", [(1, 3, 4), (2, 5, 7), (65, 32, 8), (300, 16, 64)])
+def test_counts_loss_equals_gather_loss(V, B, T):
+    seed = np.random.SeedSequence().entropy % 2**31  # fresh draws each run
+    k = jax.random.split(jax.random.key(seed), 3)
+    model = BigramLanguageModel(V)
+    params = model.init(k[0], jnp.zeros((1, 1), jnp.int32))
+    params = jax.tree.map(lambda t: t * 3.0, params)  # sharper rows than the init
+    x = jax.random.randint(k[1], (B, T), 0, V)
+    y = jax.random.randint(k[2], (B, T), 0, V)
+    la, ga = jax.value_and_grad(make_loss(model, "gather"))(params, x, y)
+    lb, gb = jax.value_and_grad(make_loss(model, "counts"))(params, x, y)
+    np.testing.assert_allclose(lb, la, rtol=1e-6, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(jax.tree.leaves(gb)[0], jax.tree.leaves(ga)[0], atol=1e-6, err_msg=f"seed {seed}")
