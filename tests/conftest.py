@@ -14,9 +14,14 @@ jax.config.update("jax_debug_key_reuse", True)  # a reused PRNG key fails the te
 
 
 def _shakespeare() -> Path:
-    """The verified copy beside the repo (CI), or $BIGRAM_JAX_DATA."""
+    """$BIGRAM_JAX_DATA, else the verified copy beside the repo (CI), else the library's cache/download."""
     env = os.environ.get("BIGRAM_JAX_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+    shared = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+    if env or shared.is_file():
+        return Path(env) if env else shared
+    from bigram_jax.data import resolve_corpus
+
+    return resolve_corpus("tinyshakespeare")
 
 
 os.environ.setdefault("BIGRAM_JAX_DATA", str(_shakespeare()))  # in-process CLI runs resolve the corpus too
