@@ -110,11 +110,20 @@ def split(data: np.ndarray, train_frac: float = 0.9) -> tuple[np.ndarray, np.nda
     return data[:n], data[n:]
 
 
+def batch_offsets(key: jax.Array, n_tokens: int, batch_size: int, block_size: int) -> jax.Array:
+    """B random window starts in [0, n_tokens - T), as the lecture's torch.randint(len(data) - T, (B,))."""
+    return jax.random.randint(key, (batch_size,), 0, n_tokens - block_size)  # (B,)
+
+
+def windows(data: jax.Array, ix: jax.Array, block_size: int) -> tuple[jax.Array, jax.Array]:
+    """x = data[i:i+T], y = data[i+1:i+T+1] for each start i, read as one (T+1)-slice per row."""
+    w = jax.vmap(lambda i: jax.lax.dynamic_slice(data, (i,), (block_size + 1,)))(ix)  # (B, T+1)
+    return w[:, :-1], w[:, 1:]  # (B, T), (B, T)
+
+
 def get_batch(key: jax.Array, data: jax.Array, batch_size: int, block_size: int) -> tuple[jax.Array, jax.Array]:
-    """B random windows of `data`: x = data[i:i+T], y = data[i+1:i+T+1]; runs inside jit."""
-    ix = jax.random.randint(key, (batch_size,), 0, data.shape[0] - block_size)  # (B,)
-    pos = ix[:, None] + jnp.arange(block_size)  # (B, T)
-    return data[pos], data[pos + 1]  # (B, T), (B, T)
+    """The lecture's get_batch on the device: B random windows, y shifted one ahead of x; runs inside jit."""
+    return windows(data, batch_offsets(key, data.shape[0], batch_size, block_size), block_size)
 
 
 def check_ids(idx: np.ndarray, vocab_size: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from bigram_jax.config import Config
-from bigram_jax.data import get_batch
+from bigram_jax.data import batch_offsets, get_batch, windows
 from bigram_jax.loss import make_loss
 from bigram_jax.model import BigramLanguageModel
 
@@ -56,28 +56,44 @@ def batch_at(key: jax.Array, step: jax.Array, data: jax.Array, cfg: Config) -> t
     return get_batch(jax.random.fold_in(key, step), data, cfg.batch_size, cfg.block_size)
 
 
-def train_step(state: TrainState, data: jax.Array, cfg: Config) -> tuple[TrainState, dict]:
-    """One AdamW step on the batch of step `state.step`; returns the new state and {'loss': batch loss}."""
+def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], cfg: Config) -> tuple[TrainState, dict]:
+    """One AdamW step on `batch` = (x, y), each (B, T); returns the new state and {'loss': batch loss}."""
     vocab_size = jax.tree.leaves(state.params)[0].shape[0]
     loss_fn = make_loss(BigramLanguageModel(vocab_size), cfg.loss)
-    x, y = batch_at(state.key, state.step, data, cfg)  # (B, T), (B, T)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
     updates, opt_state = make_optimizer(cfg).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
+
+
+DRAW_STEPS = 64  # batch offsets are drawn for this many steps at once: one vectorized RNG call, not 64 small ones
 
 
 @functools.partial(jax.jit, static_argnames="cfg", donate_argnums=0)
 def train_steps(state: TrainState, data: jax.Array, num_steps: jax.Array, cfg: Config) -> tuple[TrainState, jax.Array]:
     """`num_steps` train steps fused into one compiled loop; returns the state and the sum of batch losses.
 
-    `num_steps` is traced, so chunks of any length share one compilation.
+    Step s trains on `batch_at(state.key, s, ...)`, whatever the chunking: `num_steps` is traced, so chunks
+    of any length share one compilation and give bit-identical results.
     """
+    B, T = cfg.batch_size, cfg.block_size
+    end = state.step + num_steps
 
-    def body(_, carry):
-        state, loss_sum = carry
-        state, metrics = train_step(state, data, cfg)
-        return state, loss_sum + metrics["loss"]
+    def draw(step0: jax.Array) -> jax.Array:
+        steps = step0 + jnp.arange(DRAW_STEPS)
+        return jax.vmap(lambda s: batch_offsets(jax.random.fold_in(state.key, s), data.shape[0], B, T))(steps)
+
+    def block(carry):
+        st, loss_sum = carry
+        ix = draw(st.step)  # (DRAW_STEPS, B)
+        step0 = st.step
+
+        def body(j, c):
+            st, loss_sum = c
+            st, metrics = train_step(st, windows(data, ix[j], T), cfg)
+            return st, loss_sum + metrics["loss"]
+
+        return jax.lax.fori_loop(0, jnp.minimum(DRAW_STEPS, end - step0), body, (st, loss_sum))
 
     zero = jnp.zeros((), jax.tree.leaves(state.params)[0].dtype)
-    return jax.lax.fori_loop(0, num_steps, body, (state, zero))
+    return jax.lax.while_loop(lambda c: c[0].step < end, block, (state, zero))
