@@ -31,15 +31,15 @@ def test_fused_chunks_equal_python_loop(loss, shakespeare):
     cfg = Config(loss=loss)
     data = jnp.asarray(train)
     loop = init_state(cfg, 65)
-    step = jax.jit(train_step, static_argnames="cfg")
+    step = jax.jit(lambda st: train_step(st, batch_at(st.key, st.step, data, cfg), cfg))
     losses = []
-    for _ in range(50):
-        loop, m = step(loop, data, cfg=cfg)
+    for _ in range(80):
+        loop, m = step(loop)
         losses.append(float(m["loss"]))
     fused = init_state(cfg, 65)
     fused, s1 = train_steps(fused, data, jnp.int32(20), cfg)
-    fused, s2 = train_steps(fused, data, jnp.int32(30), cfg)  # a different length: same compiled loop
-    assert int(fused.step) == int(loop.step) == 50
+    fused, s2 = train_steps(fused, data, jnp.int32(60), cfg)  # another length, across a 64-step draw: same loop
+    assert int(fused.step) == int(loop.step) == 80
     np.testing.assert_array_equal(_table(fused), _table(loop))
     np.testing.assert_allclose(float(s1) + float(s2), sum(losses), rtol=1e-5)
 
