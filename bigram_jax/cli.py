@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bigram_jax.config import FIELDS, Config, UserError, load_config_file, make_config
+from bigram_jax.config import FIELDS, HELP, Config, UserError, load_config_file, make_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +42,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings; flags override it")
     for name, field in FIELDS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=field.type.upper(),
-                       help=f"(default: {field.default})")
+                       help=f"{HELP[name]} (default: {field.default})")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="resume even if the checkpoint's vocabulary or data file differ")

@@ -53,6 +53,22 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+HELP = {
+    "data": "UTF-8 text file, or 'tinyshakespeare' ($BIGRAM_JAX_DATA, cache, else download)",
+    "train_frac": "fraction of the corpus, from the start, used for training",
+    "batch_size": "B, sequences per batch", "block_size": "T, characters per sequence",
+    "max_iters": "train until this step", "learning_rate": "AdamW peak learning rate",
+    "weight_decay": "AdamW decoupled weight decay (torch's default)", "beta1": "AdamW beta1", "beta2": "AdamW beta2",
+    "eps": "AdamW epsilon", "lr_schedule": "constant | cosine (linear warmup, then cosine decay to --min-lr)",
+    "warmup_iters": "warmup steps of the cosine schedule", "min_lr": "final learning rate of the cosine schedule",
+    "grad_clip": "clip gradients to this global norm; 0 = off",
+    "loss": "counts (V x V sufficient statistics, fast) | gather (the textbook loss); equal values",
+    "seed": "seeds the table, the batches and the sample", "eval_interval": "exact train/val loss every N steps",
+    "chunk_seconds": "wall time of one fused chunk of steps (bounds the reaction to SIGTERM/SIGINT)",
+    "sample_tokens": "characters sampled at the end; 0 = none", "temperature": "sampling temperature",
+    "top_k": "sample only from the k most likely characters; 0 = off", "out_dir": "where the run writes",
+    "checkpoint_every": "checkpoint every N steps; 0 = at each eval", "keep_checkpoints": "latest checkpoints kept (plus the best)",
+}
 CHOICES = {"loss": ("counts", "gather"), "lr_schedule": ("constant", "cosine")}
 
 
