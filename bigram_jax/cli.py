@@ -46,6 +46,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="resume even if the checkpoint's vocabulary or data file differ")
+    p.add_argument("--plot", action="store_true",
+                   help="write loss.png and transitions.png into --out-dir at the end (needs matplotlib)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events into OUT_DIR/tensorboard (needs tensorboardX)")
     return p
 
 
@@ -56,6 +60,15 @@ def _train(argv: Sequence[str] | None) -> int:
     overrides.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
     if args.allow_mismatch and not args.resume:
         raise UserError("--allow-mismatch only makes sense with --resume")
+    if args.plot:  # a missing optional extra fails before training, not after
+        from bigram_jax.plot import check_available
+
+        check_available()
+    if args.tensorboard:
+        from bigram_jax.tblog import check_available as check_tensorboard
+
+        check_tensorboard()
+    _compile_cache()
     from bigram_jax.run import load_corpus, train
     from bigram_jax.session import Session, resume_config
 
@@ -65,9 +78,26 @@ def _train(argv: Sequence[str] | None) -> int:
     else:
         cfg = make_config(overrides)
     corpus = load_corpus(cfg)
-    with Session(cfg, corpus, resume=args.resume, allow_mismatch=args.allow_mismatch, checkpoint_meta=meta) as s:
+    with Session(cfg, corpus, resume=args.resume, allow_mismatch=args.allow_mismatch, checkpoint_meta=meta,
+                 tensorboard=args.tensorboard) as s:
         train(cfg, corpus, s)
+    if args.plot:  # after the session closed: the last checkpoint is complete on disk
+        from bigram_jax.plot import write_plots
+
+        for path in write_plots([Path(cfg.out_dir)], Path(cfg.out_dir)):
+            print(f"wrote {path}")
     return 0
+
+
+def _compile_cache() -> None:
+    """Keep compiled programs in the user cache: a second run skips most of its compile time."""
+    import jax
+
+    from bigram_jax.data import _cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(_cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -114,8 +144,8 @@ def _sample(argv: Sequence[str] | None) -> int:
     args = sample_parser().parse_args(argv)
     if args.num_tokens < 0 or args.num_samples < 1:
         raise UserError("--num-tokens must be >= 0 and --num-samples >= 1")
-    if not 0 <= args.seed < 2**63:
-        raise UserError(f"--seed must be in [0, 2**63), got {args.seed}")
+    if not 0 <= args.seed < 2**32:  # jax.random.key keeps only the low 32 bits without x64
+        raise UserError(f"--seed must be in [0, 2**32), got {args.seed}")
     import jax
     import numpy as np
 

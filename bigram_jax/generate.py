@@ -75,7 +75,11 @@ def _sample(table: jax.Array, key: jax.Array, last: jax.Array, temperature: jax.
         def step(prev, u_t):
             rows = cdf[prev]  # (B, K)
             # u scaled by the row's own total (1 up to rounding): P(j) = cdf[j] - cdf[j-1] exactly
-            j = jax.vmap(lambda r, v: jnp.searchsorted(r, v, side="right"))(rows, u_t * rows[:, -1])  # (B,)
+            v = u_t * rows[:, -1]
+            if last.shape[0] <= 64:  # few rows: one compare-and-count beats a binary search's dependent steps
+                j = jnp.sum(rows <= v[:, None], axis=-1)  # (B,): the same index as searchsorted(side='right')
+            else:
+                j = jax.vmap(lambda r, x: jnp.searchsorted(r, x, side="right"))(rows, v)  # (B,)
             j = jnp.minimum(j, cdf.shape[1] - 1)
             nxt = j if ids is None else ids[prev, j]
             return nxt, nxt

@@ -34,6 +34,29 @@ class BigramLanguageModel(nn.Module):
     def loss_from_counts(self, counts: jax.Array) -> jax.Array:
         """Mean cross-entropy of a batch given only its (V, V) transition counts: -sum(C * log_softmax) / N."""
         table = self.table()
-        counts = counts.astype(table.dtype)
-        logp = jax.nn.log_softmax(table, axis=-1)  # (V, V)
-        return -jnp.sum(counts * logp) / jnp.sum(counts)
+        return counts_xent(table, counts.astype(table.dtype))
+
+
+@jax.custom_vjp
+def counts_xent(table: jax.Array, counts: jax.Array) -> jax.Array:
+    """-sum(C * log_softmax(table)) / sum(C), with its gradient in closed form (fewer passes over V x V)."""
+    return _counts_xent_fwd(table, counts)[0]
+
+
+def _counts_xent_fwd(table: jax.Array, counts: jax.Array) -> tuple[jax.Array, tuple]:
+    m = jnp.max(table, axis=-1, keepdims=True)  # (V, 1): for a stable logsumexp
+    e = jnp.exp(table - m)  # (V, V)
+    s = jnp.sum(e, axis=-1, keepdims=True)  # (V, 1)
+    rows = jnp.sum(counts, axis=-1, keepdims=True)  # (V, 1): how often each token is the current one
+    n = jnp.sum(rows)
+    loss = jnp.sum(counts * (m + jnp.log(s) - table)) / n
+    return loss, (e / s, counts, rows, n)
+
+
+def _counts_xent_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    probs, counts, rows, n = res
+    # d/d table of the mean cross-entropy: (softmax * row count - count) / N; counts are data, no gradient
+    return g * (probs * rows - counts) / n, jnp.zeros_like(counts)
+
+
+counts_xent.defvjp(_counts_xent_fwd, _counts_xent_bwd)

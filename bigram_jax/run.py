@@ -60,7 +60,8 @@ def train(cfg: Config, corpus: Corpus, session: Session) -> dict:
     floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
     print(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} (train counts, add-{alpha:.3g} smoothing)")
 
-    state = session.state if session.state is not None else init_state(cfg, V)
+    # init compiled as one program: eagerly it is a dozen small compilations
+    state = session.state if session.state is not None else jax.jit(init_state, static_argnums=(0, 1))(cfg, V)
     train_data = jnp.asarray(corpus.train)
     counts = {s: jnp.asarray(c, jax.tree.leaves(state.params)[0].dtype)
               for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
@@ -73,7 +74,7 @@ def train(cfg: Config, corpus: Corpus, session: Session) -> dict:
         return tuple(float(evaluate.exact_loss(model, params, counts[s])) for s in ("train", "val"))
 
     step = int(state.step)
-    start_step, train_s, loss_sum, since = step, 0.0, jnp.zeros(()), 0
+    start_step, train_s, eval_s, loss_sum, since = step, 0.0, 0.0, jnp.zeros(()), 0
     losses = exact(state.params)
     if step == 0:  # a resumed run logged its starting step before it stopped
         session.log_eval(step, *losses, batch_loss=None, lr=float(lr_schedule(cfg)(step)))
@@ -88,6 +89,7 @@ def train(cfg: Config, corpus: Corpus, session: Session) -> dict:
         chunk_loss.block_until_ready()  # one sync per chunk, for the clock and the signal check
         dt = time.perf_counter() - t
         train_s += dt
+        eval_s += dt
         chunk = max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6)))
         loss_sum, since, step = loss_sum + chunk_loss, since + n, step + n
         _progress(step, cfg.max_iters, (step - start_step) * cfg.batch_size * cfg.block_size / max(train_s, 1e-9))
@@ -96,8 +98,9 @@ def train(cfg: Config, corpus: Corpus, session: Session) -> dict:
         if at_eval or at_ckpt or session.stop_signal:
             losses = exact(state.params)
         if at_eval:
-            session.log_eval(step, *losses, batch_loss=float(loss_sum) / since, lr=float(lr_schedule(cfg)(step - 1)))
-            loss_sum, since = jnp.zeros(()), 0
+            session.log_eval(step, *losses, batch_loss=float(loss_sum) / since, lr=float(lr_schedule(cfg)(step - 1)),
+                             tokens_per_second=since * cfg.batch_size * cfg.block_size / max(eval_s, 1e-9))
+            loss_sum, since, eval_s = jnp.zeros(()), 0, 0.0
         if at_ckpt or session.stop_signal:
             session.save(state, *losses)
         if session.stop_signal:

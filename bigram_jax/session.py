@@ -73,7 +73,7 @@ class Session:
     """Owns the out-dir, the checkpoint manager and the signal handlers; use as a context manager."""
 
     def __init__(self, cfg: Config, corpus: Corpus, resume: bool = False, allow_mismatch: bool = False,
-                 checkpoint_meta: dict | None = None):
+                 checkpoint_meta: dict | None = None, tensorboard: bool = False):
         from bigram_jax import checkpoint as ckpt
 
         self.cfg, self.corpus, self.ckpt = cfg, corpus, ckpt
@@ -97,6 +97,12 @@ class Session:
                 raise
         self._trim_metrics(int(self.state.step) if self.state is not None else 0)
         (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.tb = None
+        if tensorboard:
+            from bigram_jax.tblog import TensorBoardLogger
+
+            start = int(self.state.step) if self.state is not None else 0
+            self.tb = TensorBoardLogger(self.out_dir / "tensorboard", start_step=start)
 
     def _restore_latest(self) -> Any:
         """The full train state of the latest checkpoint."""
@@ -142,13 +148,17 @@ class Session:
                 "data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path),
                 "train_loss": train_loss, "val_loss": val_loss, "versions": _versions()}
 
-    def log_eval(self, step: int, train_loss: float, val_loss: float, batch_loss: float | None, lr: float) -> None:
-        """Print the lecture's line and append a row to metrics.jsonl."""
+    def log_eval(self, step: int, train_loss: float, val_loss: float, batch_loss: float | None, lr: float,
+                 tokens_per_second: float | None = None) -> None:
+        """Print the lecture's line and append a row to metrics.jsonl (and TensorBoard, if on)."""
         print(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}", flush=True)
         row = {"step": step, "train_loss": train_loss, "val_loss": val_loss, "batch_loss": batch_loss,
-               "lr": lr, "elapsed_seconds": round(time.perf_counter() - self.t_start, 4)}
+               "lr": lr, "tokens_per_second": tokens_per_second,
+               "elapsed_seconds": round(time.perf_counter() - self.t_start, 4)}
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            self.tb.log_eval(step, row)
 
     def save(self, state: Any, train_loss: float, val_loss: float) -> None:
         """Checkpoint `state` (async; finished in close())."""
@@ -164,6 +174,8 @@ class Session:
 
     def __exit__(self, *exc: Any) -> None:
         try:
+            if self.tb is not None:
+                self.tb.close()
             self.mgr.wait_until_finished()  # orbax drops an unfinished async save at interpreter exit
             self.mgr.close()
         finally:

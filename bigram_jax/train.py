@@ -56,17 +56,43 @@ def batch_at(key: jax.Array, step: jax.Array, data: jax.Array, cfg: Config) -> t
     return get_batch(jax.random.fold_in(key, step), data, cfg.batch_size, cfg.block_size)
 
 
-def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], cfg: Config) -> tuple[TrainState, dict]:
-    """One AdamW step on `batch` = (x, y), each (B, T); returns the new state and {'loss': batch loss}."""
-    vocab_size = jax.tree.leaves(state.params)[0].shape[0]
-    loss_fn = make_loss(BigramLanguageModel(vocab_size), cfg.loss)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
+def _update(state: TrainState, loss: jax.Array, grads: Any, cfg: Config) -> tuple[TrainState, dict]:
+    """Apply one AdamW update to the state."""
     updates, opt_state = make_optimizer(cfg).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {"loss": loss}
 
 
+def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], cfg: Config) -> tuple[TrainState, dict]:
+    """One AdamW step on `batch` = (x, y), each (B, T); returns the new state and {'loss': batch loss}."""
+    loss_fn = make_loss(BigramLanguageModel(_vocab_size(state)), cfg.loss)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
+    return _update(state, loss, grads, cfg)
+
+
+def counts_step(state: TrainState, counts: jax.Array, cfg: Config) -> tuple[TrainState, dict]:
+    """train_step for loss='counts' given the batch's (V, V) transition counts (same result)."""
+    model = BigramLanguageModel(_vocab_size(state))
+    loss, grads = jax.value_and_grad(
+        lambda p: model.apply(p, counts, method=BigramLanguageModel.loss_from_counts))(state.params)
+    return _update(state, loss, grads, cfg)
+
+
+def _vocab_size(state: TrainState) -> int:
+    """V, read off the table's shape."""
+    return jax.tree.leaves(state.params)[0].shape[0]
+
+
 DRAW_STEPS = 64  # batch offsets are drawn for this many steps at once: one vectorized RNG call, not 64 small ones
+HOIST_ELEMENTS = 1 << 22  # count all DRAW_STEPS batches in one scatter when their tokens and tables fit this
+
+
+def block_counts(pairs: jax.Array, ix: jax.Array, block_size: int, vocab_size: int) -> jax.Array:
+    """(K, V, V) transition counts of K batches from window starts ix (K, B), one scatter for all K."""
+    K, V = ix.shape[0], vocab_size
+    w = jax.vmap(jax.vmap(lambda i: jax.lax.dynamic_slice(pairs, (i,), (block_size,))))(ix)  # (K, B, T) pair ids
+    flat = (w + (jnp.arange(K) * V * V)[:, None, None]).reshape(-1)
+    return jnp.zeros(K * V * V, jnp.int32).at[flat].add(1, mode="promise_in_bounds").reshape(K, V, V)
 
 
 @functools.partial(jax.jit, static_argnames="cfg", donate_argnums=0)
@@ -76,24 +102,28 @@ def train_steps(state: TrainState, data: jax.Array, num_steps: jax.Array, cfg: C
     Step s trains on `batch_at(state.key, s, ...)`, whatever the chunking: `num_steps` is traced, so chunks
     of any length share one compilation and give bit-identical results.
     """
-    B, T = cfg.batch_size, cfg.block_size
+    B, T, V = cfg.batch_size, cfg.block_size, _vocab_size(state)
+    dtype = jax.tree.leaves(state.params)[0].dtype
     end = state.step + num_steps
-
-    def draw(step0: jax.Array) -> jax.Array:
-        steps = step0 + jnp.arange(DRAW_STEPS)
-        return jax.vmap(lambda s: batch_offsets(jax.random.fold_in(state.key, s), data.shape[0], B, T))(steps)
+    pairs = data[:-1] * V + data[1:]  # (N-1,) pair id of each position: the counts loss reads one id per token
+    hoist = cfg.loss == "counts" and DRAW_STEPS * max(B * T, V * V) <= HOIST_ELEMENTS
 
     def block(carry):
         st, loss_sum = carry
-        ix = draw(st.step)  # (DRAW_STEPS, B)
-        step0 = st.step
+        steps = st.step + jnp.arange(DRAW_STEPS)
+        ix = jax.vmap(lambda s: batch_offsets(jax.random.fold_in(st.key, s), data.shape[0], B, T))(steps)  # (K, B)
+        counts = block_counts(pairs, ix, T, V).astype(dtype) if hoist else None  # (K, V, V)
 
         def body(j, c):
             st, loss_sum = c
-            st, metrics = train_step(st, windows(data, ix[j], T), cfg)
+            if hoist:
+                st, metrics = counts_step(st, counts[j], cfg)
+            elif cfg.loss == "counts":
+                st, metrics = counts_step(st, block_counts(pairs, ix[j][None], T, V)[0].astype(dtype), cfg)
+            else:
+                st, metrics = train_step(st, windows(data, ix[j], T), cfg)
             return st, loss_sum + metrics["loss"]
 
-        return jax.lax.fori_loop(0, jnp.minimum(DRAW_STEPS, end - step0), body, (st, loss_sum))
+        return jax.lax.fori_loop(0, jnp.minimum(DRAW_STEPS, end - st.step), body, (st, loss_sum))
 
-    zero = jnp.zeros((), jax.tree.leaves(state.params)[0].dtype)
-    return jax.lax.while_loop(lambda c: c[0].step < end, block, (state, zero))
+    return jax.lax.while_loop(lambda c: c[0].step < end, block, (state, jnp.zeros((), dtype)))

@@ -1,0 +1,10 @@
+"""Plot a run's losses and transition table: see `python scripts/plot.py --help`."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from bigram_jax.plot import plot_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(plot_main())

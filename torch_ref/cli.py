@@ -1,0 +1,67 @@
+"""Commands that move a table between bigram_jax checkpoints and torch state_dict (.pt) files."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from bigram_jax.cli import _guard, _Parser
+from bigram_jax.config import UserError, make_config
+
+
+def _export(argv: Sequence[str] | None) -> int:
+    """bigram_jax checkpoint -> torch state_dict file."""
+    p = _Parser(prog="export_torch.py", description="Write a checkpoint's table as a torch state_dict (.pt).")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run's out-dir or its checkpoints folder")
+    p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the state_dict")
+    args = p.parse_args(argv)
+    from bigram_jax.checkpoint import load_checkpoint
+    from torch_ref.convert import save_torch_state_dict
+
+    ck = load_checkpoint(args.checkpoint, args.step)
+    out = Path(args.out)
+    if out.exists():
+        raise UserError(f"{out} exists; choose another --out (nothing was changed)")
+    save_torch_state_dict(ck.params, out)
+    print(f"wrote {out}: token_embedding_table.weight {len(ck.vocab)}x{len(ck.vocab)} from step {ck.step}; "
+          f"vocabulary (id order): {ck.vocab!r}")
+    return 0
+
+
+def _import(argv: Sequence[str] | None) -> int:
+    """torch state_dict file -> a bigram_jax checkpoint (step 0) that train.py --resume and sample.py accept."""
+    p = _Parser(prog="import_torch.py", description="Make a bigram_jax checkpoint from a torch state_dict (.pt).")
+    p.add_argument("--state-dict", required=True, metavar="FILE.pt", help="torch_ref BigramLanguageModel state_dict")
+    p.add_argument("--data", default="tinyshakespeare", help="the corpus the table was trained on (its vocabulary)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="new run directory for the checkpoint")
+    args = p.parse_args(argv)
+    import jax.numpy as jnp
+
+    from bigram_jax import evaluate
+    from bigram_jax.model import BigramLanguageModel
+    from bigram_jax.run import load_corpus
+    from bigram_jax.session import Session
+    from bigram_jax.train import init_state
+    from torch_ref.convert import load_torch_state_dict, torch_to_flax
+
+    cfg = make_config({"data": args.data, "out_dir": args.out_dir, "max_iters": 0})
+    corpus = load_corpus(cfg)
+    V = corpus.tokenizer.vocab_size
+    params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
+    model = BigramLanguageModel(V)
+    losses = [float(evaluate.exact_loss(model, params, jnp.asarray(c, jnp.float32)))
+              for c in (corpus.train_counts, corpus.val_counts)]
+    with Session(cfg, corpus) as session:
+        session.save(init_state(cfg, V, params=params), *losses)
+    print(f"wrote {session.mgr.directory}/0: exact train loss {losses[0]:.4f}, val loss {losses[1]:.4f}")
+    return 0
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of scripts/export_torch.py."""
+    return _guard("export_torch.py", lambda: _export(argv))
+
+
+def import_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of scripts/import_torch.py."""
+    return _guard("import_torch.py", lambda: _import(argv))
