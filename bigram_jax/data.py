@@ -55,7 +55,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     """Per-user cache folder (XDG_CACHE_HOME honoured)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigram_jax"
 
@@ -66,7 +66,7 @@ def resolve_corpus(data: str) -> Path:
         return Path(data)
     if os.environ.get("BIGRAM_JAX_DATA"):
         return Path(os.environ["BIGRAM_JAX_DATA"])
-    cached = _cache_dir() / "tinyshakespeare.txt"
+    cached = cache_dir() / "tinyshakespeare.txt"
     if cached.is_file() and _sha256(cached) == TINYSHAKESPEARE_SHA256:
         return cached
     try:
