@@ -12,6 +12,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from bigram_jax.config import UserError
+from bigram_jax.data import CharTokenizer, TokenIds, tokenizer_for
 from bigram_jax.model import BigramLanguageModel
 
 logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save, and read-only notes, through absl
@@ -21,6 +22,11 @@ def checkpoint_dir(path: str | Path) -> Path:
     """Absolute checkpoints folder for an out-dir or a checkpoints folder (orbax needs absolute paths)."""
     p = Path(path).expanduser().resolve()
     return p / "checkpoints" if (p / "checkpoints").is_dir() or not p.exists() or _is_out_dir(p) else p
+
+
+def run_checkpoint_dir(out_dir: str | Path) -> Path:
+    """Where a training run keeps its checkpoints: OUT_DIR/checkpoints, absolute, whatever exists yet."""
+    return Path(out_dir).expanduser().resolve() / "checkpoints"
 
 
 def _is_out_dir(p: Path) -> bool:
@@ -64,8 +70,13 @@ def read_meta(mgr: ocp.CheckpointManager, step: int) -> dict:
         meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
         raise _fail(mgr.directory, step, e) from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("vocab"), str) or "config" not in meta:
+    if not isinstance(meta, dict) or "config" not in meta:
         raise UserError(f"checkpoint at step {step} in {mgr.directory} has no valid metadata")
+    if not isinstance(meta.get("vocab"), str):  # token-id runs record only the size
+        if not isinstance(meta.get("vocab_size"), int) or meta["vocab_size"] < 1:
+            raise UserError(f"checkpoint at step {step} in {mgr.directory} has no valid metadata")
+        meta["vocab"] = None
+    meta.setdefault("vocab_size", len(meta["vocab"] or ""))
     return meta
 
 
@@ -95,9 +106,14 @@ class Checkpoint:
 
     params: Any
     step: int
-    vocab: str
+    vocab: str | None  # the characters of a text run; None for token ids
     config: dict
     meta: dict
+
+    @property
+    def tokenizer(self) -> CharTokenizer | TokenIds:
+        """The tokenizer the run was trained with."""
+        return tokenizer_for(self.vocab, self.meta["vocab_size"])
 
 
 def load_checkpoint(path: str | Path, step: int | None = None) -> Checkpoint:
@@ -109,7 +125,7 @@ def load_checkpoint(path: str | Path, step: int | None = None) -> Checkpoint:
     try:
         step = pick_step(mgr, step)
         meta = read_meta(mgr, step)
-        V = len(meta["vocab"])
+        V = meta["vocab_size"]
         model = BigramLanguageModel(V)
         abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
         item = {"params": abstract}

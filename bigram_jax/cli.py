@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bigram_jax.config import FIELDS, HELP, Config, UserError, load_config_file, make_config
+from bigram_jax.config import FIELDS, HELP, UserError, load_config_file, make_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +50,12 @@ def train_parser() -> argparse.ArgumentParser:
                    help="write loss.png and transitions.png into --out-dir at the end (needs matplotlib)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard events into OUT_DIR/tensorboard (needs tensorboardX)")
+    g = p.add_argument_group("several hosts (jax.distributed; on TPU pods and SLURM the three values come "
+                             "from the environment)")
+    g.add_argument("--distributed", action="store_true", help="join JAX's multi-process runtime first")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    g.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
     return p
 
 
@@ -60,6 +66,15 @@ def _train(argv: Sequence[str] | None) -> int:
     overrides.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
     if args.allow_mismatch and not args.resume:
         raise UserError("--allow-mismatch only makes sense with --resume")
+    cluster = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in cluster) and not args.distributed:
+        raise UserError("--coordinator, --num-processes and --process-id need --distributed")
+    if args.plot and args.distributed:  # plotting reads the checkpoint in one process: orbax would wait for all
+        raise UserError("--plot does not combine with --distributed: run scripts/plot.py --run OUT_DIR afterwards")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 2**31):
+        raise UserError(f"--process-id must be in [0, --num-processes), got {args.process_id}")
     if args.plot:  # a missing optional extra fails before training, not after
         from bigram_jax.plot import check_available
 
@@ -68,7 +83,12 @@ def _train(argv: Sequence[str] | None) -> int:
         from bigram_jax.tblog import check_available as check_tensorboard
 
         check_tensorboard()
+    if args.distributed:  # before anything touches a device
+        from bigram_jax.parallel import initialize
+
+        initialize(*cluster)
     _compile_cache()
+    from bigram_jax.parallel import is_primary
     from bigram_jax.run import load_corpus, train
     from bigram_jax.session import Session, resume_config
 
@@ -81,7 +101,7 @@ def _train(argv: Sequence[str] | None) -> int:
     with Session(cfg, corpus, resume=args.resume, allow_mismatch=args.allow_mismatch, checkpoint_meta=meta,
                  tensorboard=args.tensorboard) as s:
         train(cfg, corpus, s)
-    if args.plot:  # after the session closed: the last checkpoint is complete on disk
+    if args.plot and is_primary():  # after the session closed: the last checkpoint is complete on disk
         from bigram_jax.plot import write_plots
 
         for path in write_plots([Path(cfg.out_dir)], Path(cfg.out_dir)):
@@ -111,9 +131,10 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run's out-dir or its checkpoints folder")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--prompt", help="text to continue (default: the first vocabulary character, as the lecture)")
+    g.add_argument("--prompt", help="text to continue (default: token id 0, the first vocabulary character, as "
+                   "the lecture); for a token-id run, whitespace-separated ids")
     g.add_argument("--prompt-file", metavar="F", help="read the prompt from a UTF-8 file")
-    p.add_argument("--num-tokens", type=int, default=500, help="new characters per sample (default: 500)")
+    p.add_argument("--num-tokens", type=int, default=500, help="new tokens (characters) per sample (default: 500)")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples (default: 1)")
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by T (default: 1.0)")
     p.add_argument("--top-k", type=int, help="sample only from the k most likely next characters")
@@ -123,7 +144,7 @@ def sample_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_prompt(args: argparse.Namespace, vocab: str) -> str:
+def _read_prompt(args: argparse.Namespace, default: str) -> str:
     """The prompt text from --prompt, --prompt-file, or the lecture's default (token id 0)."""
     if args.prompt_file is not None:
         try:
@@ -133,7 +154,7 @@ def _read_prompt(args: argparse.Namespace, vocab: str) -> str:
         except UnicodeDecodeError:
             raise UserError(f"prompt file is not UTF-8 text: {args.prompt_file}") from None
     else:
-        prompt = vocab[0] if args.prompt is None else args.prompt
+        prompt = default if args.prompt is None else args.prompt
     if not prompt:
         raise UserError("the prompt is empty: give at least one character")
     return prompt
@@ -150,12 +171,11 @@ def _sample(argv: Sequence[str] | None) -> int:
     import numpy as np
 
     from bigram_jax.checkpoint import load_checkpoint
-    from bigram_jax.data import CharTokenizer
     from bigram_jax.generate import generate
 
     ck = load_checkpoint(args.checkpoint, args.step)
-    tok = CharTokenizer(ck.vocab)
-    prompt = tok.encode(_read_prompt(args, ck.vocab))
+    tok = ck.tokenizer
+    prompt = tok.encode(_read_prompt(args, tok.decode([0])))
     idx = np.tile(prompt, (args.num_samples, 1))  # (S, T)
     out = generate(ck.params, jax.random.key(args.seed), idx, args.num_tokens, temperature=args.temperature,
                    top_k=args.top_k, sampler=args.sampler)

@@ -18,7 +18,9 @@ class Config:
     """Every knob of a run. Defaults are the lecture's bigram.py."""
 
     # data
-    data: str = "tinyshakespeare"  # a UTF-8 text file, or the name 'tinyshakespeare'
+    data: str = "tinyshakespeare"  # a UTF-8 text file, a token-id file (.bin uint16 / .npy), or 'tinyshakespeare'
+    val_data: str = ""  # a separate validation file (token ids); '' = split `data` by train_frac
+    vocab_size: int = 0  # V for token-id data; 0 = largest id + 1 (text data: the character count)
     train_frac: float = 0.9
     # batches
     batch_size: int = 32  # B
@@ -34,8 +36,10 @@ class Config:
     warmup_iters: int = 0
     min_lr: float = 0.0
     grad_clip: float = 0.0  # global-norm clip; 0 = off
-    loss: str = "counts"  # 'counts' (sufficient statistics, O(V^2)) | 'gather' (textbook, O(B*T*V))
+    loss: str = "auto"  # 'counts' (sufficient statistics, O(V^2)) | 'gather' (textbook, O(B*T*V)) | 'auto'
     seed: int = 1337
+    # devices
+    model_parallel: int = 0  # devices that share the table's rows; 0 = auto (only when it would not fit one)
     # evaluation, logging, sampling
     eval_interval: int = 300
     chunk_seconds: float = 0.25  # target wall time of one fused chunk (bounds the signal latency)
@@ -54,22 +58,27 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 HELP = {
-    "data": "UTF-8 text file, or 'tinyshakespeare' ($BIGRAM_JAX_DATA, cache, else download)",
-    "train_frac": "fraction of the corpus, from the start, used for training",
+    "data": "UTF-8 text file, token ids (.bin uint16 as nanoGPT's prepare.py, or .npy), or 'tinyshakespeare' "
+            "($BIGRAM_JAX_DATA, cache, else download)",
+    "val_data": "separate validation token-id file (then --data is all train); default: split --data",
+    "vocab_size": "V of token-id data (e.g. 50304, GPT-2's padded); 0 = largest id + 1",
+    "train_frac": "fraction of the corpus, from the start, used for training (not with --val-data)",
     "batch_size": "B, sequences per batch", "block_size": "T, characters per sequence",
     "max_iters": "train until this step", "learning_rate": "AdamW peak learning rate",
     "weight_decay": "AdamW decoupled weight decay (torch's default)", "beta1": "AdamW beta1", "beta2": "AdamW beta2",
     "eps": "AdamW epsilon", "lr_schedule": "constant | cosine (linear warmup, then cosine decay to --min-lr)",
     "warmup_iters": "warmup steps of the cosine schedule", "min_lr": "final learning rate of the cosine schedule",
     "grad_clip": "clip gradients to this global norm; 0 = off",
-    "loss": "counts (V x V sufficient statistics, fast) | gather (the textbook loss); equal values",
+    "loss": "counts (V x V sufficient statistics) | gather (the textbook loss) | auto (counts if V <= B*T); "
+            "equal values",
+    "model_parallel": "shard the table's rows (and AdamW moments) over N devices; 0 = auto (when it would not fit)",
     "seed": "seeds the table, the batches and the sample", "eval_interval": "exact train/val loss every N steps",
     "chunk_seconds": "wall time of one fused chunk of steps (bounds the reaction to SIGTERM/SIGINT)",
     "sample_tokens": "characters sampled at the end; 0 = none", "temperature": "sampling temperature",
     "top_k": "sample only from the k most likely characters; 0 = off", "out_dir": "where the run writes",
     "checkpoint_every": "checkpoint every N steps; 0 = at each eval", "keep_checkpoints": "latest checkpoints kept (plus the best)",
 }
-CHOICES = {"loss": ("counts", "gather"), "lr_schedule": ("constant", "cosine")}
+CHOICES = {"loss": ("auto", "counts", "gather"), "lr_schedule": ("constant", "cosine")}
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -128,7 +137,8 @@ def validate(cfg: Config) -> None:
     for name in ("batch_size", "block_size", "eval_interval", "keep_checkpoints"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
-    for name in ("max_iters", "sample_tokens", "warmup_iters", "checkpoint_every", "top_k"):
+    for name in ("max_iters", "sample_tokens", "warmup_iters", "checkpoint_every", "top_k", "vocab_size",
+                 "model_parallel"):
         if getattr(cfg, name) < 0:
             raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     for name in ("learning_rate", "weight_decay", "beta1", "beta2", "eps", "min_lr", "grad_clip",
@@ -153,5 +163,7 @@ def validate(cfg: Config) -> None:
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise UserError(f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
+    if cfg.val_data and not cfg.val_data.endswith((".bin", ".npy")):
+        raise UserError(f"val_data must be a token-id file (.bin or .npy), got {cfg.val_data!r}")
     if not 0 <= cfg.seed < 2**32:  # jax.random.key keeps only the low 32 bits without x64
         raise UserError(f"seed must be in [0, 2**32), got {cfg.seed}")

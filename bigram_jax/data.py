@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import urllib.request
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bigram_jax.config import UserError
@@ -50,6 +50,69 @@ class CharTokenizer:
         return "".join(self.vocab[i] for i in ids.tolist())
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenIds:
+    """Token-id data (e.g. GPT-2 BPE ids): the ids are the tokens; text in and out is whitespace-separated ids."""
+
+    vocab_size: int
+    vocab = None  # no characters to show: checkpoints record only vocab_size
+
+    def encode(self, s: str) -> np.ndarray:
+        """'12 7 400' (or comma-separated) -> int32 ids, each checked to be in [0, V)."""
+        parts = s.replace(",", " ").split()
+        if not all(p.isascii() and p.isdigit() for p in parts):
+            raise UserError(f"a token-id prompt is whitespace-separated integers, got {s[:60]!r}")
+        ids = [int(p) for p in parts]
+        if any(i >= self.vocab_size for i in ids):  # before numpy: a 25-digit id would overflow int64
+            raise UserError(f"token ids must be in [0, {self.vocab_size}), got {max(ids)}")
+        return np.array(ids, np.int32)
+
+    def decode(self, ids) -> str:
+        """Ids -> '12 7 400'."""
+        return " ".join(str(i) for i in check_ids(np.asarray(ids).reshape(-1), self.vocab_size).tolist())
+
+
+def tokenizer_for(vocab: str | None, vocab_size: int) -> CharTokenizer | TokenIds:
+    """The tokenizer a checkpoint was trained with: characters, or bare token ids."""
+    return CharTokenizer(vocab) if isinstance(vocab, str) else TokenIds(vocab_size)
+
+
+TOKEN_SUFFIXES = (".bin", ".npy")
+
+
+def _read_data_file(path: Path) -> bytes:
+    """A data file's bytes; a missing or unreadable file is a UserError."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"data file not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read data file {path}: {e.strerror or e}") from None
+
+
+def read_tokens(path: Path) -> tuple[np.ndarray, str]:
+    """Token ids from a flat uint16 .bin (nanoGPT's train.bin/val.bin) or a 1-D integer .npy; (ids, sha256)."""
+    raw = _read_data_file(path)
+    if path.suffix == ".bin":
+        if len(raw) % 2:
+            raise UserError(f"{path} is not a flat uint16 token file: its size ({len(raw)} bytes) is odd")
+        ids = np.frombuffer(raw, dtype="<u2")
+    else:
+        try:
+            ids = np.load(io.BytesIO(raw), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise UserError(f"{path} is not a readable .npy array ({str(e).splitlines()[0] if str(e) else e!r})") from None
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise UserError(f"{path} must hold a 1-D integer array of token ids, got {ids.dtype} {ids.shape}")
+        if ids.size and ids.min() < 0:
+            raise UserError(f"{path} holds a negative token id ({ids.min()})")
+    if ids.size == 0:
+        raise UserError(f"data file is empty: {path}")
+    if ids.max() >= 2**31:
+        raise UserError(f"{path} holds token ids too large for int32 ({ids.max()})")
+    return ids.astype(np.int32), hashlib.sha256(raw).hexdigest()
+
+
 def _sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -87,12 +150,7 @@ def resolve_corpus(data: str) -> Path:
 
 def load_text(path: Path) -> tuple[str, str]:
     """Read a UTF-8 corpus; returns (text, sha256). Missing, empty or non-UTF-8 files are UserErrors."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"data file not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read data file {path}: {e.strerror or e}") from None
+    raw = _read_data_file(path)
     if not raw:
         raise UserError(f"data file is empty: {path}")
     try:

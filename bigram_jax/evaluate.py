@@ -1,7 +1,9 @@
-"""Exact full-split losses from count matrices, the best-possible floors, and the lecture's estimate."""
+"""Exact full-split losses from transition counts, the best-possible floors, and the lecture's estimate."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +19,85 @@ def split_counts(data: np.ndarray, vocab_size: int) -> np.ndarray:
     return np.bincount(flat, minlength=vocab_size * vocab_size).astype(np.float64).reshape(vocab_size, vocab_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class PairCounts:
+    """Sparse transition counts of a split: sorted unique pair ids i * V + j and how often each occurs.
+
+    Dense (V, V) counts of a 50,257-token vocabulary would take 20 GB; a split has at most one pair per token.
+    """
+
+    ids: np.ndarray  # (nnz,) int64, sorted
+    n: np.ndarray  # (nnz,) float64
+    vocab_size: int
+
+    @classmethod
+    def of(cls, data: np.ndarray, vocab_size: int) -> PairCounts:
+        """Count every transition data[i] -> data[i+1] of a split once."""
+        ids, n = np.unique(data[:-1].astype(np.int64) * vocab_size + data[1:], return_counts=True)
+        return cls(ids, n.astype(np.float64), vocab_size)
+
+    @classmethod
+    def from_dense(cls, counts: np.ndarray) -> PairCounts:
+        """The sparse form of a (V, V) count matrix."""
+        ids = np.flatnonzero(counts)
+        return cls(ids.astype(np.int64), counts.reshape(-1)[ids].astype(np.float64), counts.shape[0])
+
+    @property
+    def rows(self) -> np.ndarray:
+        """(nnz,) current token of each pair."""
+        return self.ids // self.vocab_size
+
+    @property
+    def cols(self) -> np.ndarray:
+        """(nnz,) next token of each pair."""
+        return self.ids % self.vocab_size
+
+    def row_totals(self) -> np.ndarray:
+        """(V,) how often each token is followed by anything."""
+        return np.bincount(self.rows, weights=self.n, minlength=self.vocab_size)
+
+    def dense(self) -> np.ndarray:
+        """(V, V) float64 count matrix."""
+        out = np.zeros(self.vocab_size * self.vocab_size)
+        out[self.ids] = self.n
+        return out.reshape(self.vocab_size, self.vocab_size)
+
+
+def _pairs(counts: np.ndarray | PairCounts) -> PairCounts:
+    """Counts in sparse form, whichever form they came in."""
+    return counts if isinstance(counts, PairCounts) else PairCounts.from_dense(np.asarray(counts))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def exact_loss(model: BigramLanguageModel, params: dict, counts: jax.Array) -> jax.Array:
     """Mean loss over every position of a split, exactly, in O(V^2): the lecture's loss with no sampling."""
     return model.apply(params, counts, method=BigramLanguageModel.loss_from_counts)
+
+
+DENSE_MAX_VOCAB = 2048  # above this the exact loss reads sparse counts: dense (V, V) would outgrow the pairs
+
+
+@jax.jit
+def sparse_exact_loss(table: jax.Array, rows: jax.Array, cols: jax.Array, n: jax.Array,
+                      row_totals: jax.Array) -> jax.Array:
+    """exact_loss from sparse counts: (sum_i N_i * logsumexp(table_i) - sum_ij C_ij * table_ij) / N."""
+    lse = jax.nn.logsumexp(table, axis=-1)  # (V,): works on a row-sharded table, one row per device slice
+    return (jnp.sum(row_totals * lse) - jnp.sum(n * table[rows, cols])) / jnp.sum(n)
+
+
+def device_counts(counts: PairCounts, dtype, put) -> dict:
+    """A split's counts on the device(s) via `put` (host array -> device array): dense for small V, else sparse."""
+    if counts.vocab_size <= DENSE_MAX_VOCAB:
+        return {"dense": put(counts.dense().astype(dtype))}
+    return {"rows": put(counts.rows.astype(np.int32)), "cols": put(counts.cols.astype(np.int32)),
+            "n": put(counts.n.astype(dtype)), "row_totals": put(counts.row_totals().astype(dtype))}
+
+
+def exact(model: BigramLanguageModel, params: dict, counts: dict) -> jax.Array:
+    """The exact mean loss of a split held as `device_counts`."""
+    if "dense" in counts:
+        return exact_loss(model, params, counts["dense"])
+    return sparse_exact_loss(params["params"]["token_embedding_table"]["embedding"], **counts)
 
 
 def _xent(counts: np.ndarray, probs: np.ndarray) -> float:
@@ -35,15 +112,25 @@ def smoothed_table(train_counts: np.ndarray, alpha: float) -> np.ndarray:
     return c / c.sum(axis=1, keepdims=True)
 
 
-def floor_train(train_counts: np.ndarray) -> float:
+def floor_train(train_counts: np.ndarray | PairCounts) -> float:
     """The lowest train loss any bigram table can reach: the count-based maximum-likelihood table."""
-    rows = train_counts.sum(axis=1, keepdims=True)
-    return _xent(train_counts, train_counts / np.maximum(rows, 1))
+    c = _pairs(train_counts)
+    return float(-(c.n * np.log(c.n / c.row_totals()[c.rows])).sum() / c.n.sum())
 
 
-def best_alpha(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
+def _smoothed_xent(train: PairCounts, val: PairCounts) -> Callable[[float], float]:
+    """alpha -> val loss of the add-alpha train table, in O(val pairs) per alpha."""
+    pos = np.minimum(np.searchsorted(train.ids, val.ids), max(len(train.ids) - 1, 0))
+    t = np.where(train.ids[pos] == val.ids, train.n[pos], 0.0) if len(train.ids) else np.zeros(len(val.ids))
+    rows = train.row_totals()[val.rows]
+    V, total = train.vocab_size, val.n.sum()
+    return lambda alpha: float(-(val.n * np.log((t + alpha) / (rows + alpha * V))).sum() / total)
+
+
+def best_alpha(train_counts: np.ndarray | PairCounts, val_counts: np.ndarray | PairCounts) -> float:
     """The add-alpha smoothing of the train table that is best on val (golden-section search in log alpha)."""
-    f = lambda la: _xent(val_counts, smoothed_table(train_counts, float(np.exp(la))))  # noqa: E731
+    xent = _smoothed_xent(_pairs(train_counts), _pairs(val_counts))
+    f = lambda la: xent(float(np.exp(la)))  # noqa: E731
     lo, hi = np.log(1e-6), np.log(1e3)
     g = (np.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
@@ -60,10 +147,11 @@ def best_alpha(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def floor_val(train_counts: np.ndarray, val_counts: np.ndarray) -> tuple[float, float]:
+def floor_val(train_counts: np.ndarray | PairCounts, val_counts: np.ndarray | PairCounts) -> tuple[float, float]:
     """(val loss, alpha) of the best add-alpha-smoothed train table: the best a table estimated from train reaches."""
-    alpha = best_alpha(train_counts, val_counts)
-    return _xent(val_counts, smoothed_table(train_counts, alpha)), alpha
+    train, val = _pairs(train_counts), _pairs(val_counts)
+    alpha = best_alpha(train, val)
+    return _smoothed_xent(train, val)(alpha), alpha
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))

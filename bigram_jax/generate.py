@@ -10,6 +10,7 @@ import numpy as np
 
 from bigram_jax.config import UserError
 from bigram_jax.data import check_ids
+from bigram_jax.parallel import to_host
 
 SAMPLERS = ("categorical", "cdf")
 
@@ -49,9 +50,10 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
     _check(V, max_new_tokens, temperature, top_k, sampler)
     if max_new_tokens == 0:
         return jnp.asarray(idx)
-    new = _sample(table, key, jnp.asarray(idx[:, -1]), jnp.asarray(temperature, table.dtype),
+    # host inputs (numpy), host output: also right when the table is spread over several processes
+    new = _sample(table, key, idx[:, -1], np.asarray(temperature, table.dtype),
                   int(max_new_tokens), top_k, sampler)  # (B, N)
-    return jnp.concatenate([jnp.asarray(idx), new], axis=1)
+    return jnp.asarray(np.concatenate([idx, to_host(new)], axis=1))
 
 
 def _row_logits(table: jax.Array, temperature: jax.Array, top_k: int | None) -> tuple[jax.Array, jax.Array | None]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -193,7 +194,12 @@ def write_plots(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
         raise UserError("give at least one run directory")
     check_available()  # before reading checkpoints: a missing extra should fail fast
     out_dir = Path(out_dir)
-    return [plot_losses(run_dirs, out_dir / LOSS_PNG), plot_transitions(run_dirs[0], out_dir / TRANSITIONS_PNG)]
+    paths = [plot_losses(run_dirs, out_dir / LOSS_PNG)]
+    cfg = _read_json(Path(run_dirs[0]) / "config.json")
+    if str(cfg.get("data", "")).endswith((".bin", ".npy")):  # token ids: no characters, and V x V is too big to draw
+        print(f"note: {run_dirs[0]} trained on token ids: no transitions.png", file=sys.stderr)
+        return paths
+    return paths + [plot_transitions(run_dirs[0], out_dir / TRANSITIONS_PNG)]
 
 
 def plot_main(argv: Sequence[str] | None = None) -> int:

@@ -7,32 +7,17 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax import data as data_lib
-from bigram_jax import evaluate
-from bigram_jax.config import Config, UserError
+from bigram_jax import evaluate, parallel
+from bigram_jax.config import Config
+from bigram_jax.corpus import Corpus, load_corpus  # noqa: F401  (load_corpus: part of this module's API)
+from bigram_jax.data import CharTokenizer, TokenIds
 from bigram_jax.generate import generate
+from bigram_jax.loss import resolve_loss
 from bigram_jax.model import BigramLanguageModel
-from bigram_jax.session import Corpus, Interrupted, Session
+from bigram_jax.session import Interrupted, Session
 from bigram_jax.train import init_state, lr_schedule, train_steps
-
-
-def load_corpus(cfg: Config) -> Corpus:
-    """Read, tokenize and split the corpus; count every transition of each split once."""
-    path = data_lib.resolve_corpus(cfg.data)
-    text, sha = data_lib.load_text(path)
-    tok = data_lib.CharTokenizer.from_text(text)
-    train, val = data_lib.split(tok.encode(text), cfg.train_frac)
-    if len(train) <= cfg.block_size:
-        raise UserError(f"corpus too short: the train split has {len(train)} tokens, "
-                        f"block_size {cfg.block_size} needs at least {cfg.block_size + 1}")
-    if len(val) < 2:
-        raise UserError(f"corpus too short: the val split has {len(val)} token(s), at least 2 are needed")
-    V = tok.vocab_size
-    return Corpus(path=path, sha256=sha, tokenizer=tok, train=train, val=val,
-                  train_counts=evaluate.split_counts(train, V), val_counts=evaluate.split_counts(val, V))
 
 
 def _progress(step: int, total: int, tok_per_s: float) -> None:
@@ -52,29 +37,35 @@ def train(cfg: Config, corpus: Corpus, session: Session) -> dict:
     Steps run in fused compiled chunks (`train_steps`) that end at each eval and checkpoint step and
     last about `cfg.chunk_seconds`, so a SIGTERM/SIGINT is honoured within about that time.
     """
-    V = corpus.tokenizer.vocab_size
+    V, mesh = corpus.tokenizer.vocab_size, session.mesh
     model = BigramLanguageModel(V)
-    print(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
-    print(f"data: {corpus.path} ({len(corpus.train):,} train / {len(corpus.val):,} val tokens, vocab {V})")
+    say = print if session.primary else (lambda *a, **k: None)  # one process speaks for all
+    say(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
+    say(parallel.describe(mesh))
+    say(f"data: {corpus.path} ({len(corpus.train):,} train / {len(corpus.val):,} val tokens, vocab {V})")
     floor_t = evaluate.floor_train(corpus.train_counts)
     floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
-    print(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} (train counts, add-{alpha:.3g} smoothing)")
+    say(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} (train counts, add-{alpha:.3g} smoothing)")
 
-    # init compiled as one program: eagerly it is a dozen small compilations
-    state = session.state if session.state is not None else jax.jit(init_state, static_argnums=(0, 1))(cfg, V)
-    train_data = jnp.asarray(corpus.train)
-    counts = {s: jnp.asarray(c, jax.tree.leaves(state.params)[0].dtype)
+    state = session.state
+    if state is None:  # init compiled as one program, each array created in place on its devices
+        shardings = parallel.shardings(jax.eval_shape(lambda: init_state(cfg, V)), mesh)
+        state = jax.jit(init_state, static_argnums=(0, 1), out_shardings=shardings)(cfg, V)
+    dtype = jax.tree.leaves(state.params)[0].dtype
+    train_data = parallel.replicate(corpus.train, mesh)
+    put = lambda x: parallel.replicate(x, mesh)  # noqa: E731
+    counts = {s: evaluate.device_counts(c, dtype, put)
               for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
     t0 = time.perf_counter()
     # compiled ahead of time, once: the step count is a traced argument, so every chunk reuses it
-    step_fn = train_steps.lower(state, train_data, jnp.int32(1), cfg).compile()
+    step_fn = train_steps.lower(state, train_data, np.int32(1), cfg, mesh).compile()
     compile_s = time.perf_counter() - t0
 
     def exact(params) -> tuple[float, float]:
-        return tuple(float(evaluate.exact_loss(model, params, counts[s])) for s in ("train", "val"))
+        return tuple(float(evaluate.exact(model, params, counts[s])) for s in ("train", "val"))
 
     step = int(state.step)
-    start_step, train_s, eval_s, loss_sum, since = step, 0.0, 0.0, jnp.zeros(()), 0
+    start_step, train_s, eval_s, loss_sum, since = step, 0.0, 0.0, 0.0, 0
     losses = exact(state.params)
     if step == 0:  # a resumed run logged its starting step before it stopped
         session.log_eval(step, *losses, batch_loss=None, lr=float(lr_schedule(cfg)(step)))
@@ -85,26 +76,28 @@ def train(cfg: Config, corpus: Corpus, session: Session) -> dict:
                      (step // ckpt_every + 1) * ckpt_every, cfg.max_iters)
         n = min(target - step, chunk)
         t = time.perf_counter()
-        state, chunk_loss = step_fn(state, train_data, jnp.int32(n))
+        state, chunk_loss = step_fn(state, train_data, np.int32(n))
         chunk_loss.block_until_ready()  # one sync per chunk, for the clock and the signal check
         dt = time.perf_counter() - t
         train_s += dt
         eval_s += dt
         chunk = max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6)))
-        loss_sum, since, step = loss_sum + chunk_loss, since + n, step + n
-        _progress(step, cfg.max_iters, (step - start_step) * cfg.batch_size * cfg.block_size / max(train_s, 1e-9))
+        loss_sum, since, step = loss_sum + float(chunk_loss), since + n, step + n
+        stop, chunk = parallel.agree(session.stop_signal, chunk)  # every process runs the same steps
+        if session.primary:
+            _progress(step, cfg.max_iters, (step - start_step) * cfg.batch_size * cfg.block_size / max(train_s, 1e-9))
         at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
         at_ckpt = step % ckpt_every == 0 or step == cfg.max_iters
-        if at_eval or at_ckpt or session.stop_signal:
+        if at_eval or at_ckpt or stop:
             losses = exact(state.params)
         if at_eval:
-            session.log_eval(step, *losses, batch_loss=float(loss_sum) / since, lr=float(lr_schedule(cfg)(step - 1)),
+            session.log_eval(step, *losses, batch_loss=loss_sum / since, lr=float(lr_schedule(cfg)(step - 1)),
                              tokens_per_second=since * cfg.batch_size * cfg.block_size / max(eval_s, 1e-9))
-            loss_sum, since, eval_s = jnp.zeros(()), 0, 0.0
-        if at_ckpt or session.stop_signal:
+            loss_sum, since, eval_s = 0.0, 0, 0.0
+        if at_ckpt or stop:
             session.save(state, *losses)
-        if session.stop_signal:
-            raise Interrupted(session.stop_signal, step)
+        if stop:
+            raise Interrupted(stop, step)
 
     tokens = (step - start_step) * cfg.batch_size * cfg.block_size
     summary = {
@@ -113,20 +106,23 @@ def train(cfg: Config, corpus: Corpus, session: Session) -> dict:
         "tokens_per_second": tokens / train_s if train_s else None, "train_seconds": train_s,
         "compile_seconds": compile_s, "wall_seconds": time.perf_counter() - session.t_start,
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "mesh": dict(mesh.shape), "processes": jax.process_count(), **parallel.shard_report(state),
+        "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
         "vocab_size": V, "data_sha256": corpus.sha256,
     }
-    if cfg.sample_tokens:
+    if cfg.sample_tokens:  # every process samples (the table may be spread over all of them); one prints
         text = sample_text(state.params, cfg, corpus.tokenizer)
-        print(text)
+        say(text)
         summary["sample"] = text
     summary["wall_seconds"] = time.perf_counter() - session.t_start
-    (Path(cfg.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if session.primary:
+        (Path(cfg.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def sample_text(params: dict, cfg: Config, tokenizer: data_lib.CharTokenizer) -> str:
-    """The lecture's closing sample: `sample_tokens` characters after a '\\n'-id 0 context, decoded."""
+def sample_text(params: dict, cfg: Config, tokenizer: CharTokenizer | TokenIds) -> str:
+    """The lecture's closing sample: `sample_tokens` tokens after a context of id 0 ('\\n' in tinyshakespeare)."""
     key = jax.random.fold_in(jax.random.key(cfg.seed), 1)  # its own stream, apart from init and batches
     idx = np.zeros((1, 1), np.int32)
     out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None)
-    return tokenizer.decode(np.asarray(out[0]))
+    return tokenizer.decode(out[0])

@@ -1,7 +1,6 @@
 """A run's side effects: the out-dir (config, metrics), checkpoints, resume checks and stop signals."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import sys
@@ -11,27 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
-from bigram_jax.config import Config, UserError, make_config
-from bigram_jax.data import CharTokenizer
+from bigram_jax import parallel
+from bigram_jax.config import FIELDS, Config, UserError, make_config
+from bigram_jax.corpus import Corpus
 
+MACHINE_KEYS = ("out_dir", "model_parallel")
 # settings that change what a resumed run computes; other keys (max_iters, out_dir, ...) may change freely
 RESULT_KEYS = ("batch_size", "block_size", "learning_rate", "weight_decay", "beta1", "beta2", "eps",
-               "lr_schedule", "warmup_iters", "min_lr", "grad_clip", "loss", "seed", "train_frac")
-
-
-@dataclasses.dataclass(frozen=True)
-class Corpus:
-    """A tokenized corpus, split, with each split's (V, V) transition counts."""
-
-    path: Path
-    sha256: str
-    tokenizer: CharTokenizer
-    train: np.ndarray
-    val: np.ndarray
-    train_counts: np.ndarray
-    val_counts: np.ndarray
+               "lr_schedule", "warmup_iters", "min_lr", "grad_clip", "loss", "seed", "train_frac", "val_data")
 
 
 class Interrupted(Exception):
@@ -57,7 +44,7 @@ def resume_config(overrides: dict[str, Any]) -> tuple[Config, dict]:
     """The config to resume with: the latest checkpoint's config, with `overrides` applied on top."""
     from bigram_jax import checkpoint as ckpt  # orbax is imported only when checkpoints are used
 
-    directory = ckpt.checkpoint_dir(overrides.get("out_dir", Config.out_dir))
+    directory = ckpt.run_checkpoint_dir(overrides.get("out_dir", Config.out_dir))
     if not directory.is_dir():
         raise UserError(f"--resume: no checkpoints in {directory}; run without --resume to start fresh")
     mgr = ckpt.open_manager(directory, read_only=True)
@@ -65,22 +52,30 @@ def resume_config(overrides: dict[str, Any]) -> tuple[Config, dict]:
         meta = ckpt.read_meta(mgr, ckpt.pick_step(mgr, None))
     finally:
         mgr.close()
-    base = make_config({k: v for k, v in meta["config"].items() if k != "out_dir"})
+    # where it runs is this machine's business: out_dir and the device layout are not inherited
+    base = make_config({k: v for k, v in meta["config"].items() if k not in MACHINE_KEYS})
     return make_config(overrides, base), meta
 
 
 class Session:
-    """Owns the out-dir, the checkpoint manager and the signal handlers; use as a context manager."""
+    """Owns the out-dir, the device mesh, the checkpoint manager and the signal handlers; a context manager.
+
+    Every process of a multi-process run opens one (orbax writes each process's shards); only process 0
+    writes config.json, metrics.jsonl and TensorBoard events.
+    """
 
     def __init__(self, cfg: Config, corpus: Corpus, resume: bool = False, allow_mismatch: bool = False,
-                 checkpoint_meta: dict | None = None, tensorboard: bool = False):
+                 checkpoint_meta: dict | None = None, tensorboard: bool = False, mesh: Any = None):
         from bigram_jax import checkpoint as ckpt
 
         self.cfg, self.corpus, self.ckpt = cfg, corpus, ckpt
+        self.mesh = mesh if mesh is not None else parallel.make_mesh(cfg, corpus.tokenizer.vocab_size)
+        self.primary = parallel.is_primary()
         self.t_start = time.perf_counter()
         self.stop_signal = 0
         self.out_dir = Path(cfg.out_dir)
-        directory = ckpt.checkpoint_dir(self.out_dir)
+        # not checkpoint_dir's guess from what exists: several processes must agree before any has written
+        directory = ckpt.run_checkpoint_dir(self.out_dir)
         if not resume and directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
             raise UserError(f"{self.out_dir} already holds checkpoints: pass --resume to continue them, "
                             "or choose another --out-dir (nothing was changed)")
@@ -95,9 +90,11 @@ class Session:
             except BaseException:
                 self.mgr.close()
                 raise
+        self.tb = None
+        if not self.primary:
+            return
         self._trim_metrics(int(self.state.step) if self.state is not None else 0)
         (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self.tb = None
         if tensorboard:
             from bigram_jax.tblog import TensorBoardLogger
 
@@ -110,26 +107,30 @@ class Session:
 
         step = self.ckpt.pick_step(self.mgr, None)
         abstract = jax.eval_shape(lambda: init_state(self.cfg, self.corpus.tokenizer.vocab_size))
-        state = self.ckpt.restore_state(self.mgr, step, abstract)
-        print(f"resumed from {self.mgr.directory / str(step)} (step {step})")
+        # restored straight into this run's shardings: any mesh can resume any checkpoint
+        state = self.ckpt.restore_state(self.mgr, step, parallel.abstract_on(abstract, self.mesh))
+        if self.primary:
+            print(f"resumed from {self.mgr.directory / str(step)} (step {step})")
         return state
 
     def _check_compatible(self, meta: dict, allow_mismatch: bool) -> None:
         """Refuse to resume a checkpoint made for another vocabulary or data file (unless allowed)."""
-        vocab = self.corpus.tokenizer.vocab
-        if len(meta.get("vocab", "")) != len(vocab):
-            raise UserError(f"checkpoint table is {len(meta.get('vocab', ''))}x{len(meta.get('vocab', ''))} "
-                            f"but this data has {len(vocab)} characters: it cannot be resumed on this data")
+        vocab, V = self.corpus.tokenizer.vocab, self.corpus.tokenizer.vocab_size
+        had = meta.get("vocab_size") or len(meta.get("vocab") or "")
+        if had != V:
+            raise UserError(f"checkpoint table is {had}x{had} but this data has a vocabulary of {V}: "
+                            "it cannot be resumed on this data")
         problems = []
-        if meta["vocab"] != vocab:
+        if meta.get("vocab") != vocab:
             problems.append("vocabulary differs")
         if meta.get("data_sha256") != self.corpus.sha256:
             problems.append(f"data file differs (sha256 {str(meta.get('data_sha256'))[:12]}... vs {self.corpus.sha256[:12]}...)")
         if problems and not allow_mismatch:
             raise UserError(f"checkpoint does not match this run: {'; '.join(problems)}; "
                             "pass --allow-mismatch to resume anyway (nothing was changed)")
-        changed = [k for k in RESULT_KEYS if meta["config"].get(k) != getattr(self.cfg, k)]
-        if changed or problems:
+        # a key the checkpoint predates had its default then
+        changed = [k for k in RESULT_KEYS if meta["config"].get(k, FIELDS[k].default) != getattr(self.cfg, k)]
+        if (changed or problems) and self.primary:
             print(f"note: resuming with changes ({', '.join(problems + changed)}): "
                   "the result will differ from an uninterrupted run", file=sys.stderr)
 
@@ -145,12 +146,15 @@ class Session:
     def meta(self, train_loss: float, val_loss: float) -> dict:
         """The JSON metadata stored with each checkpoint."""
         return {"config": self.cfg.to_dict(), "vocab": self.corpus.tokenizer.vocab,
+                "vocab_size": self.corpus.tokenizer.vocab_size,
                 "data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path),
                 "train_loss": train_loss, "val_loss": val_loss, "versions": _versions()}
 
     def log_eval(self, step: int, train_loss: float, val_loss: float, batch_loss: float | None, lr: float,
                  tokens_per_second: float | None = None) -> None:
-        """Print the lecture's line and append a row to metrics.jsonl (and TensorBoard, if on)."""
+        """Print the lecture's line and append a row to metrics.jsonl (and TensorBoard, if on); process 0 only."""
+        if not self.primary:
+            return
         print(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}", flush=True)
         row = {"step": step, "train_loss": train_loss, "val_loss": val_loss, "batch_loss": batch_loss,
                "lr": lr, "tokens_per_second": tokens_per_second,

@@ -8,11 +8,13 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bigram_jax.config import Config
 from bigram_jax.data import batch_offsets, get_batch, windows
-from bigram_jax.loss import make_loss
+from bigram_jax.loss import make_loss, resolve_loss
 from bigram_jax.model import BigramLanguageModel
+from bigram_jax.parallel import constrain
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -65,7 +67,7 @@ def _update(state: TrainState, loss: jax.Array, grads: Any, cfg: Config) -> tupl
 
 def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], cfg: Config) -> tuple[TrainState, dict]:
     """One AdamW step on `batch` = (x, y), each (B, T); returns the new state and {'loss': batch loss}."""
-    loss_fn = make_loss(BigramLanguageModel(_vocab_size(state)), cfg.loss)
+    loss_fn = make_loss(BigramLanguageModel(_vocab_size(state)), cfg.loss, cfg.batch_size, cfg.block_size)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
     return _update(state, loss, grads, cfg)
 
@@ -95,35 +97,40 @@ def block_counts(pairs: jax.Array, ix: jax.Array, block_size: int, vocab_size: i
     return jnp.zeros(K * V * V, jnp.int32).at[flat].add(1, mode="promise_in_bounds").reshape(K, V, V)
 
 
-@functools.partial(jax.jit, static_argnames="cfg", donate_argnums=0)
-def train_steps(state: TrainState, data: jax.Array, num_steps: jax.Array, cfg: Config) -> tuple[TrainState, jax.Array]:
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh"), donate_argnums=0)
+def train_steps(state: TrainState, data: jax.Array, num_steps: jax.Array, cfg: Config,
+                mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
     """`num_steps` train steps fused into one compiled loop; returns the state and the sum of batch losses.
 
     Step s trains on `batch_at(state.key, s, ...)`, whatever the chunking: `num_steps` is traced, so chunks
-    of any length share one compilation and give bit-identical results.
+    of any length share one compilation and give bit-identical results. With a `mesh`, each step's global
+    batch is drawn whole from the same key and split along 'data', so any device count sees the same batches.
     """
     B, T, V = cfg.batch_size, cfg.block_size, _vocab_size(state)
     dtype = jax.tree.leaves(state.params)[0].dtype
+    loss = resolve_loss(cfg.loss, V, B, T)
     end = state.step + num_steps
     pairs = data[:-1] * V + data[1:]  # (N-1,) pair id of each position: the counts loss reads one id per token
-    hoist = cfg.loss == "counts" and DRAW_STEPS * max(B * T, V * V) <= HOIST_ELEMENTS
+    hoist = loss == "counts" and DRAW_STEPS * max(B * T, V * V) <= HOIST_ELEMENTS
 
     def block(carry):
         st, loss_sum = carry
         steps = st.step + jnp.arange(DRAW_STEPS)
         ix = jax.vmap(lambda s: batch_offsets(jax.random.fold_in(st.key, s), data.shape[0], B, T))(steps)  # (K, B)
+        if mesh is not None:  # each device reads its B / dp windows of every step
+            ix = jax.lax.with_sharding_constraint(ix, NamedSharding(mesh, P(None, "data")))
         counts = block_counts(pairs, ix, T, V).astype(dtype) if hoist else None  # (K, V, V)
 
         def body(j, c):
             st, loss_sum = c
             if hoist:
                 st, metrics = counts_step(st, counts[j], cfg)
-            elif cfg.loss == "counts":
+            elif loss == "counts":
                 st, metrics = counts_step(st, block_counts(pairs, ix[j][None], T, V)[0].astype(dtype), cfg)
             else:
                 st, metrics = train_step(st, windows(data, ix[j], T), cfg)
-            return st, loss_sum + metrics["loss"]
+            return constrain(st, mesh), loss_sum + metrics["loss"]
 
         return jax.lax.fori_loop(0, jnp.minimum(DRAW_STEPS, end - st.step), body, (st, loss_sum))
 
-    return jax.lax.while_loop(lambda c: c[0].step < end, block, (state, jnp.zeros((), dtype)))
+    return jax.lax.while_loop(lambda c: c[0].step < end, block, (constrain(state, mesh), jnp.zeros((), dtype)))

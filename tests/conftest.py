@@ -42,10 +42,11 @@ def shakespeare_text(shakespeare_path: Path) -> str:
     return shakespeare_path.read_text(encoding="utf-8")
 
 
-def run_script(script: str, *args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    """Run scripts/<script> in a subprocess with the repo importable; capture text output."""
+def run_script(script: str, *args: str, timeout: float = 300, env: dict | None = None,
+               **kw) -> subprocess.CompletedProcess:
+    """Run scripts/<script> in a subprocess with the repo importable (plus `env`); capture text output."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(_shakespeare()),
-           "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+           "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"), **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True,
                           text=True, timeout=timeout, env=env, **kw)
 

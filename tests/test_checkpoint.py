@@ -229,3 +229,4 @@ def test_resume_refuses_other_data(trained, tmp_path, shakespeare_text):
     assert r.returncode == 2 and "cannot be resumed" in r.stderr and _digest(run) == before
     r = run_script("train.py", *args, "--allow-mismatch")
     assert r.returncode == 0 and "step 900:" in r.stdout, r.stderr
+

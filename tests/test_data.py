@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -138,3 +139,61 @@ def test_check_ids():
             data_lib.check_ids(np.array(bad), 5)
     with pytest.raises(UserError, match="integers"):
         data_lib.check_ids(np.array([[0.5]]), 5)
+
+
+def test_token_files_bin_and_npy_read_the_same_ids(tmp_path):
+    ids = np.random.default_rng(0).integers(0, 50257, 1000)
+    ids.astype("<u2").tofile(tmp_path / "a.bin")  # nanoGPT's prepare.py layout
+    np.save(tmp_path / "a.npy", ids.astype(np.int64))
+    a, sha_a = data_lib.read_tokens(tmp_path / "a.bin")
+    b, _ = data_lib.read_tokens(tmp_path / "a.npy")
+    np.testing.assert_array_equal(a, ids)
+    np.testing.assert_array_equal(b, ids)
+    assert a.dtype == np.int32 and sha_a == hashlib.sha256((tmp_path / "a.bin").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name, content, msg", [
+    ("odd.bin", b"\x01\x02\x03", "size (3 bytes) is odd"),
+    ("empty.bin", b"", "data file is empty"),
+    ("junk.npy", b"not numpy", "is not a readable .npy array"),
+])
+def test_bad_token_files_are_user_errors(tmp_path, name, content, msg):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(msg)):
+        data_lib.read_tokens(tmp_path / name)
+
+
+@pytest.mark.parametrize("array, msg", [(np.zeros((2, 3), np.int32), "1-D integer array"),
+                                        (np.zeros(5, np.float32), "1-D integer array"),
+                                        (np.array([3, -1]), "negative token id")])
+def test_bad_token_arrays_are_user_errors(tmp_path, array, msg):
+    np.save(tmp_path / "x.npy", array)
+    with pytest.raises(UserError, match=msg):
+        data_lib.read_tokens(tmp_path / "x.npy")
+
+
+def test_token_ids_tokenizer():
+    tok = data_lib.TokenIds(100)
+    assert tok.encode("3 14, 15").tolist() == [3, 14, 15] and tok.decode([3, 14, 15]) == "3 14 15"
+    assert data_lib.tokenizer_for(None, 100) == tok and data_lib.tokenizer_for("ab", 2) == CharTokenizer("ab")
+    with pytest.raises(UserError, match="token ids must be in"):
+        tok.encode("100")
+    with pytest.raises(UserError, match="whitespace-separated integers"):
+        tok.encode("hello")
+
+
+def test_token_corpus_split_and_separate_val_file(tmp_path):
+    from bigram_jax.config import make_config
+    from bigram_jax.corpus import load_corpus
+
+    ids = np.arange(1000) % 37
+    ids.astype("<u2").tofile(tmp_path / "train.bin")
+    (np.arange(100) % 37).astype("<u2").tofile(tmp_path / "val.bin")
+    c = load_corpus(make_config({"data": str(tmp_path / "train.bin")}))
+    assert c.tokenizer.vocab_size == 37 and len(c.train) == 900 and len(c.val) == 100 and c.tokenizer.vocab is None
+    c = load_corpus(make_config({"data": str(tmp_path / "train.bin"), "val_data": str(tmp_path / "val.bin"),
+                                 "vocab_size": 64}))
+    assert c.tokenizer.vocab_size == 64 and len(c.train) == 1000 and len(c.val) == 100
+    assert c.train_counts.n.sum() == 999 and c.val_counts.vocab_size == 64
+    with pytest.raises(UserError, match="token id 36 in the data is out of range for vocab_size 30"):
+        load_corpus(make_config({"data": str(tmp_path / "train.bin"), "vocab_size": 30}))

@@ -66,3 +66,29 @@ def test_estimate_matches_exact_within_noise(splits):
     est = float(evaluate.estimate_loss(model, params, jax.random.key(8), jnp.asarray(train), 32, 8, 200))
     assert abs(est - exact) < 0.1  # 51,200 positions: the estimate's noise is a few hundredths
     assert est != exact
+
+
+def test_sparse_counts_give_the_dense_results(splits, monkeypatch):
+    train, val, tc, vc = splits
+    V = tc.shape[0]
+    pt, pv = evaluate.PairCounts.of(train, V), evaluate.PairCounts.of(val, V)
+    np.testing.assert_array_equal(pt.dense(), tc)
+    assert pt.n.sum() == len(train) - 1 and np.all(np.diff(pt.ids) > 0)
+    np.testing.assert_array_equal(pt.row_totals(), tc.sum(axis=1))
+    # floors computed on pairs equal the dense formulas they replace
+    alpha = evaluate.floor_val(pt, pv)[1]
+    dense_val = evaluate._xent(vc, evaluate.smoothed_table(tc, alpha))
+    np.testing.assert_allclose(evaluate.floor_val(pt, pv)[0], dense_val, rtol=1e-12)
+    np.testing.assert_allclose(evaluate.floor_train(pt), evaluate._xent(tc, tc / np.maximum(tc.sum(1, keepdims=True), 1)),
+                               rtol=1e-12)
+    # the sparse exact loss (used above DENSE_MAX_VOCAB) equals the dense one on a random table
+    model = BigramLanguageModel(V)
+    params = model.init(jax.random.key(7), jnp.zeros((1, 1), jnp.int32))
+    put = lambda x: jnp.asarray(x)  # noqa: E731
+    dense_counts = evaluate.device_counts(pv, jnp.float32, put)
+    monkeypatch.setattr(evaluate, "DENSE_MAX_VOCAB", 0)  # what V > 2048 gets
+    sparse_counts = evaluate.device_counts(pv, jnp.float32, put)
+    assert set(dense_counts) == {"dense"} and set(sparse_counts) == {"rows", "cols", "n", "row_totals"}
+    dense = evaluate.exact(model, params, dense_counts)
+    sparse = evaluate.exact(model, params, sparse_counts)
+    np.testing.assert_allclose(float(sparse), float(dense), rtol=2e-6)

@@ -1,7 +1,6 @@
 """The train step: fused == stepwise, AdamW as torch defines it, schedules and clipping, the lecture's result."""
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -23,8 +23,9 @@ def _export(argv: Sequence[str] | None) -> int:
     if out.exists():
         raise UserError(f"{out} exists; choose another --out (nothing was changed)")
     save_torch_state_dict(ck.params, out)
-    print(f"wrote {out}: token_embedding_table.weight {len(ck.vocab)}x{len(ck.vocab)} from step {ck.step}; "
-          f"vocabulary (id order): {ck.vocab!r}")
+    V = ck.meta["vocab_size"]
+    vocab = f"vocabulary (id order): {ck.vocab!r}" if ck.vocab is not None else "token ids"
+    print(f"wrote {out}: token_embedding_table.weight {V}x{V} from step {ck.step}; {vocab}")
     return 0
 
 
@@ -49,7 +50,7 @@ def _import(argv: Sequence[str] | None) -> int:
     V = corpus.tokenizer.vocab_size
     params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
     model = BigramLanguageModel(V)
-    losses = [float(evaluate.exact_loss(model, params, jnp.asarray(c, jnp.float32)))
+    losses = [float(evaluate.exact(model, params, evaluate.device_counts(c, jnp.float32, jnp.asarray)))
               for c in (corpus.train_counts, corpus.val_counts)]
     with Session(cfg, corpus) as session:
         session.save(init_state(cfg, V, params=params), *losses)

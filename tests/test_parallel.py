@@ -1,0 +1,178 @@
+"""Scale-out: 1 vs 4 devices, the table sharded over devices, and two processes joined by jax.distributed.
+
+Several CPU devices come from XLA_FLAGS in a subprocess (a process's device count is fixed at start);
+two processes on localhost talk through JAX's gloo CPU collectives.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bigram_jax.config import UserError
+from bigram_jax.loss import resolve_loss
+from tests.conftest import ROOT, _shakespeare, run_script
+
+V_BIG = 8000  # a 64M-parameter table: 256 MB, 768 MB with both AdamW moments
+
+
+def devices_env(n: int) -> dict:
+    """The environment variable that gives a process `n` host CPU devices."""
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+
+
+def train(out: Path, *args: str, devices: int = 1) -> tuple[dict, list[dict], str]:
+    """Run train.py; (summary, metrics rows, stdout)."""
+    r = run_script("train.py", "--out-dir", str(out), *args, env=devices_env(devices))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return json.loads((out / "summary.json").read_text()), rows, r.stdout
+
+
+def assert_same_losses(a: list[dict], b: list[dict], tol: float) -> None:
+    """Same eval steps, exact train and val losses within `tol`."""
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("train_loss", "val_loss"):
+            assert abs(ra[k] - rb[k]) <= tol, (ra["step"], k, ra[k], rb[k])
+
+
+@pytest.fixture(scope="module")
+def synth_big(tmp_path_factory) -> Path:
+    """A few million tokens over an 8,000-token vocabulary, written by scripts/synth_tokens.py."""
+    path = tmp_path_factory.mktemp("synth") / "train.bin"
+    r = run_script("synth_tokens.py", "--vocab-size", str(V_BIG), "--tokens", "3000000", "--out", str(path))
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def test_auto_loss_picks_the_cheaper_implementation():
+    assert resolve_loss("auto", 65, 32, 8) == "counts"  # the lecture: V^2 = 4,225 < B*T*V = 16,640
+    assert resolve_loss("auto", V_BIG, 32, 8) == "gather"  # V^2 = 64M >> B*T*V = 2M
+    assert resolve_loss("gather", 65, 32, 8) == "gather" and resolve_loss("counts", V_BIG, 32, 8) == "counts"
+    with pytest.raises(UserError, match="needs V\\^2 < 2\\^31"):  # int32 pair ids would wrap at GPT-2's V
+        resolve_loss("counts", 50304, 32, 8)
+
+
+@pytest.mark.parametrize("loss", ["counts", "gather"])
+def test_one_and_four_devices_give_the_same_run(tmp_path, loss):
+    args = ("--max-iters", "500", "--eval-interval", "100", "--sample-tokens", "100", "--loss", loss)
+    s1, rows1, _ = train(tmp_path / "one", *args)
+    s4, rows4, out4 = train(tmp_path / "four", *args, devices=4)
+    assert s1["mesh"] == {"data": 1, "model": 1} and len(s1["devices"]) == 1
+    assert s4["mesh"] == {"data": 4, "model": 1} and len(s4["devices"]) == 4
+    assert "mesh: data=4 x model=1 over 4 cpu device(s) in 1 process(es)" in out4
+    # the same global batches: only the order of the loss/gradient reductions may differ
+    assert_same_losses(rows1, rows4, 1e-5)
+    assert abs(s1["val_loss"] - s4["val_loss"]) <= 1e-5 and s4["val_loss"] < rows4[0]["val_loss"] - 1.5
+
+
+def test_batch_that_does_not_divide_the_devices_is_refused(tmp_path):
+    r = run_script("train.py", "--out-dir", str(tmp_path / "r"), "--batch-size", "30", env=devices_env(4))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("train.py: error: batch_size 30 must divide by the data-parallel device "
+                                       "count 4 (4 devices, model_parallel 1): try --batch-size 32")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("mp, message", [("3", "model_parallel 3 must divide the number of devices (4)"),
+                                         ("2", "model_parallel 2 must divide the vocabulary size 65")])
+def test_bad_model_parallel_is_one_line(tmp_path, mp, message):
+    r = run_script("train.py", "--out-dir", str(tmp_path / "r"), "--model-parallel", mp, env=devices_env(4))
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sharded_table_matches_the_unsharded_run_and_resumes_on_one_device(tmp_path, synth_big):
+    args = ("--data", str(synth_big), "--batch-size", "64", "--learning-rate", "0.1", "--eval-interval", "5",
+            "--sample-tokens", "30")
+    s4, rows4, out4 = train(tmp_path / "four", *args, "--max-iters", "10", "--model-parallel", "4", devices=4)
+    assert "mesh: data=1 x model=4" in out4 and s4["loss"] == "gather" and s4["vocab_size"] == V_BIG
+    # each device holds a quarter of the table and of both AdamW moments
+    quarter = [V_BIG // 4, V_BIG]
+    assert s4["shard_shapes"] == {"params": quarter, "mu": quarter, "nu": quarter}
+    assert s4["table_and_moments_bytes_per_device"] == 3 * 4 * V_BIG * V_BIG // 4
+    s1, rows1, _ = train(tmp_path / "one", *args, "--max-iters", "15")
+    assert s1["shard_shapes"]["params"] == [V_BIG, V_BIG]
+    assert_same_losses(rows4, rows1[:3], 1e-5)
+    assert rows1[-1]["val_loss"] < rows1[0]["val_loss"] - 0.1  # it learns
+    ids = [int(t) for t in s4["sample"].split()]
+    assert len(ids) == 31 and all(0 <= i < V_BIG for i in ids)
+    # the 4-device checkpoint (rows on 4 devices) resumes on 1 device and continues the same run
+    r = run_script("train.py", "--out-dir", str(tmp_path / "four"), "--resume", "--max-iters", "15",
+                   env=devices_env(1))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "four" / "metrics.jsonl").read_text().splitlines()]
+    assert_same_losses(rows, rows1, 1e-5)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_processes(out: Path, *args: str, stop_after: float | None = None) -> list[subprocess.CompletedProcess]:
+    """train.py as 2 processes of 2 CPU devices each, joined through a coordinator on localhost.
+
+    With `stop_after`, process 1 alone gets a SIGTERM that many seconds after process 0 logged step 0.
+    """
+    port = free_port()
+    env = {**os.environ, **devices_env(2), "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(_shakespeare()),
+           "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "--out-dir", str(out), *args,
+                               "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                               "--process-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for i in range(2)]
+    try:
+        if stop_after is not None:
+            metrics, t0 = out / "metrics.jsonl", time.monotonic()
+            while not (metrics.exists() and metrics.read_text()) and time.monotonic() - t0 < 120:
+                time.sleep(0.1)
+            time.sleep(stop_after)
+            procs[1].send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=240) for p in procs]
+        return [subprocess.CompletedProcess(p.args, p.returncode, *o) for p, o in zip(procs, outputs)]
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def test_two_processes_match_one_process(tmp_path):
+    # 4 devices in 2 processes: the batch split over 'data', the table's rows over 'model' (V = 512)
+    data = tmp_path / "tokens.npy"
+    r = run_script("synth_tokens.py", "--vocab-size", "512", "--tokens", "200000", "--out", str(data))
+    assert r.returncode == 0, r.stderr
+    args = ("--data", str(data), "--eval-interval", "100", "--sample-tokens", "20", "--model-parallel", "2")
+    # a SIGTERM to one process stops both at the same step, after one checkpoint
+    p0, p1 = two_processes(tmp_path / "multi", *args, "--max-iters", "1000000", stop_after=1.0)
+    assert p0.returncode == p1.returncode == 128 + signal.SIGTERM, p0.stderr + p1.stderr
+    assert "mesh: data=2 x model=2 over 4 cpu device(s) in 2 process(es)" in p0.stdout
+    # only process 0 logs (gloo itself prints a line when it connects)
+    assert "step 0:" in p0.stdout and [ln for ln in p1.stdout.splitlines() if not ln.startswith("[Gloo]")] == []
+    stop = int(re.search(r"stopped by SIGTERM at step (\d+)", p0.stderr).group(1))
+    assert f"at step {stop};" in p1.stderr
+    # resume across processes: orbax restores each process's shards of the checkpoint
+    end = stop + 150
+    p0, p1 = two_processes(tmp_path / "multi", "--resume", "--max-iters", str(end), "--model-parallel", "2")
+    assert p0.returncode == 0 and p1.returncode == 0, p0.stderr + p1.stderr
+    s = json.loads((tmp_path / "multi" / "summary.json").read_text())
+    assert s["processes"] == 2 and s["mesh"] == {"data": 2, "model": 2} and len(s["devices"]) == 4
+    assert s["shard_shapes"]["params"] == [256, 512] and s["step"] == end
+    sample = s["sample"].split()
+    assert len(sample) == 21 and all(0 <= int(t) < 512 for t in sample)
+    # the same run in one process on one device
+    _, rows1, _ = train(tmp_path / "single", *args[:-2], "--max-iters", str(end))
+    rows = [json.loads(x) for x in (tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == end and len(rows) >= 3
+    by_step = {r["step"]: r for r in rows1}
+    assert_same_losses(rows, [by_step[r["step"]] for r in rows], 1e-5)
