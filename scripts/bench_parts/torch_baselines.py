@@ -1,0 +1,47 @@
+"""The torch contenders beside the lecture's: a tuned get_batch, a last-token generate, a timed train loop."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+import torch_ref.model as ref
+
+from .timing import Fn
+
+
+def get_batch_fast(data: torch.Tensor, batch_size: int, block_size: int, device: str = "cpu") -> tuple:
+    """Tuned get_batch: one indexed copy of B rows of a strided (N, T+1) window view (beats 2-D indexing)."""
+    ix = torch.randint(len(data) - block_size, (batch_size,))
+    xy = data.unfold(0, block_size + 1, 1)[ix]  # (B, T+1)
+    return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
+
+
+@torch.no_grad()
+def generate_last(model: ref.BigramLanguageModel, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """The fair torch generate: feeds only the last token (all a bigram reads), collects tokens in a list."""
+    last, out = idx[:, -1], [idx]
+    for _ in range(max_new_tokens):
+        last = torch.multinomial(F.softmax(model.token_embedding_table(last), dim=-1), num_samples=1)[:, 0]
+        out.append(last[:, None])
+    return torch.cat(out, dim=1)
+
+
+def torch_trainer(data: torch.Tensor, V: int, B: int, T: int, batch_fn: Callable, threads: int = 0) -> Fn:
+    """fn(n): n of the lecture's steps (fresh seeded model, AdamW) on batch_fn's batches; threads=1 pins torch."""
+    torch.manual_seed(1337)
+    model = ref.BigramLanguageModel(V)
+    opt = ref.make_optimizer(model)
+
+    def run(n: int) -> None:
+        default = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            for _ in range(n):
+                ref.train_step(model, opt, *batch_fn(data, B, T, "cpu"))
+        finally:
+            if threads:
+                torch.set_num_threads(default)
+    return run
