@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"machine": machine(), "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
            "versions": {n: metadata.version(n) for n in libs},
            "torch_threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
-           "lecture_code": "torch_ref.model", "tuned_torch_batch": "scripts/bench.py get_batch_fast",
+           "lecture_code": "torch_ref.model", "tuned_torch_batch": "scripts/bench_parts/torch_baselines.py get_batch_fast",
            "quick": a.quick, "repeats": c.repeats, "sizes": asdict(sizes),
            "loadavg": {"start": load_start, "end": os.getloadavg()}, "results": c.results,
            "goals": goals(c.results, sizes)}

@@ -134,4 +134,3 @@ def sec_job(c: Ctx) -> dict:
     return {**med, "runs": runs, "steps": steps, "eval_interval": every, "sample_tokens": sample,
             "commands": {k: " ".join(v[1:]) for k, v in cmds.items()},
             "wall_ratio": med["jax"]["wall_s"] / med["torch"]["wall_s"]}
-
