@@ -54,6 +54,15 @@ def synth_big(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def synth_small(tmp_path_factory) -> Path:
+    """200k tokens over a 512-token vocabulary (.npy): rows split evenly over 2 or 4 devices."""
+    path = tmp_path_factory.mktemp("synth") / "tokens.npy"
+    r = run_script("synth_tokens.py", "--vocab-size", "512", "--tokens", "200000", "--out", str(path))
+    assert r.returncode == 0, r.stderr
+    return path
+
+
 def test_auto_loss_picks_the_cheaper_implementation():
     assert resolve_loss("auto", 65, 32, 8) == "counts"  # the lecture: V^2 = 4,225 < B*T*V = 16,640
     assert resolve_loss("auto", V_BIG, 32, 8) == "gather"  # V^2 = 64M >> B*T*V = 2M
@@ -114,6 +123,17 @@ def test_sharded_table_matches_the_unsharded_run_and_resumes_on_one_device(tmp_p
     assert_same_losses(rows, rows1, 1e-5)
 
 
+@pytest.mark.parametrize("loss", ["counts", "gather"])
+def test_both_losses_train_a_row_sharded_table(tmp_path, synth_small, loss):
+    args = ("--data", str(synth_small), "--max-iters", "200", "--eval-interval", "100", "--loss", loss)
+    s4, rows4, _ = train(tmp_path / "four", *args, "--model-parallel", "2", devices=4)
+    assert s4["mesh"] == {"data": 2, "model": 2} and s4["loss"] == loss
+    assert s4["shard_shapes"] == {"params": [256, 512], "mu": [256, 512], "nu": [256, 512]}
+    _, rows1, _ = train(tmp_path / "one", *args)
+    assert_same_losses(rows4, rows1, 1e-5)
+    assert rows4[-1]["val_loss"] < rows4[0]["val_loss"] - 1.0
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now."""
     with socket.socket() as s:
@@ -147,12 +167,9 @@ def two_processes(out: Path, *args: str, stop_after: float | None = None) -> lis
             p.kill()
 
 
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, synth_small):
     # 4 devices in 2 processes: the batch split over 'data', the table's rows over 'model' (V = 512)
-    data = tmp_path / "tokens.npy"
-    r = run_script("synth_tokens.py", "--vocab-size", "512", "--tokens", "200000", "--out", str(data))
-    assert r.returncode == 0, r.stderr
-    args = ("--data", str(data), "--eval-interval", "100", "--sample-tokens", "20", "--model-parallel", "2")
+    args = ("--data", str(synth_small), "--eval-interval", "100", "--sample-tokens", "20", "--model-parallel", "2")
     # a SIGTERM to one process stops both at the same step, after one checkpoint
     p0, p1 = two_processes(tmp_path / "multi", *args, "--max-iters", "1000000", stop_after=1.0)
     assert p0.returncode == p1.returncode == 128 + signal.SIGTERM, p0.stderr + p1.stderr

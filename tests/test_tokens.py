@@ -12,8 +12,10 @@ def test_token_id_run_samples_ids_and_refuses_other_vocab_sizes(tmp_path):
     assert r.returncode == 0, r.stderr
     out = tmp_path / "run"
     r = run_script("train.py", "--data", str(data), "--out-dir", str(out), "--max-iters", "100",
-                   "--eval-interval", "50", "--sample-tokens", "10")
+                   "--eval-interval", "50", "--sample-tokens", "10", "--plot")
     assert r.returncode == 0, r.stderr
+    # no characters to label and V x V too big to draw: only the loss curves
+    assert (out / "loss.png").is_file() and not (out / "transitions.png").exists() and "no transitions.png" in r.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["vocab_size"] == 300 and s["loss"] == "gather" and len(s["sample"].split()) == 11
     a = run_script("sample.py", "--checkpoint", str(out), "--prompt", "7 8", "--num-tokens", "20")
