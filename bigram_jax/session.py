@@ -15,6 +15,7 @@ from bigram_jax import parallel
 from bigram_jax.config import FIELDS, Config, UserError, make_config
 from bigram_jax.corpus import Corpus
 
+# settings of the machine a run happens to use, not of the run: a resumed run does not inherit them
 MACHINE_KEYS = ("out_dir", "model_parallel")
 # settings that change what a resumed run computes; other keys (max_iters, out_dir, ...) may change freely
 RESULT_KEYS = ("batch_size", "block_size", "learning_rate", "weight_decay", "beta1", "beta2", "eps",
