@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigram_jax.data import get_batch
-from bigram_jax.model import BigramLanguageModel
+from bigram_jax.model import BigramLanguageModel, table_of
 
 
 def split_counts(data: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def exact(model: BigramLanguageModel, params: dict, counts: dict) -> jax.Array:
     """The exact mean loss of a split held as `device_counts`."""
     if "dense" in counts:
         return exact_loss(model, params, counts["dense"])
-    return sparse_exact_loss(params["params"]["token_embedding_table"]["embedding"], **counts)
+    return sparse_exact_loss(table_of(params), **counts)
 
 
 def _xent(counts: np.ndarray, probs: np.ndarray) -> float:
@@ -128,8 +128,12 @@ def _smoothed_xent(train: PairCounts, val: PairCounts) -> Callable[[float], floa
 
 
 def best_alpha(train_counts: np.ndarray | PairCounts, val_counts: np.ndarray | PairCounts) -> float:
-    """The add-alpha smoothing of the train table that is best on val (golden-section search in log alpha)."""
-    xent = _smoothed_xent(_pairs(train_counts), _pairs(val_counts))
+    """The add-alpha smoothing of the train table that is best on val."""
+    return _argmin_alpha(_smoothed_xent(_pairs(train_counts), _pairs(val_counts)))
+
+
+def _argmin_alpha(xent: Callable[[float], float]) -> float:
+    """The alpha in [1e-6, 1e3] minimizing xent (golden-section search in log alpha)."""
     f = lambda la: xent(float(np.exp(la)))  # noqa: E731
     lo, hi = np.log(1e-6), np.log(1e3)
     g = (np.sqrt(5) - 1) / 2
@@ -149,9 +153,9 @@ def best_alpha(train_counts: np.ndarray | PairCounts, val_counts: np.ndarray | P
 
 def floor_val(train_counts: np.ndarray | PairCounts, val_counts: np.ndarray | PairCounts) -> tuple[float, float]:
     """(val loss, alpha) of the best add-alpha-smoothed train table: the best a table estimated from train reaches."""
-    train, val = _pairs(train_counts), _pairs(val_counts)
-    alpha = best_alpha(train, val)
-    return _smoothed_xent(train, val)(alpha), alpha
+    xent = _smoothed_xent(_pairs(train_counts), _pairs(val_counts))  # built once: the search calls it ~60 times
+    alpha = _argmin_alpha(xent)
+    return xent(alpha), alpha
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))

@@ -10,14 +10,10 @@ import numpy as np
 
 from bigram_jax.config import UserError
 from bigram_jax.data import check_ids
+from bigram_jax.model import table_of
 from bigram_jax.parallel import to_host
 
 SAMPLERS = ("categorical", "cdf")
-
-
-def _table(params: dict) -> jax.Array:
-    """The (V, V) logit table inside a params pytree."""
-    return params["params"]["token_embedding_table"]["embedding"]
 
 
 def _check(vocab_size: int, max_new_tokens: int, temperature: float, top_k: int | None, sampler: str) -> None:
@@ -42,7 +38,7 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
     lookup in a precomputed cumulative table, with all uniforms drawn at once (much faster on CPU).
     Same key, same output.
     """
-    table = _table(params)
+    table = table_of(params)
     V = table.shape[0]
     idx = check_ids(idx, V)
     if idx.ndim != 2 or idx.shape[1] < 1:

@@ -37,6 +37,11 @@ class BigramLanguageModel(nn.Module):
         return counts_xent(table, counts.astype(table.dtype))
 
 
+def table_of(params: dict) -> jax.Array:
+    """The (V, V) logit table inside a BigramLanguageModel params pytree."""
+    return params["params"]["token_embedding_table"]["embedding"]
+
+
 @jax.custom_vjp
 def counts_xent(table: jax.Array, counts: jax.Array) -> jax.Array:
     """-sum(C * log_softmax(table)) / sum(C), with its gradient in closed form (fewer passes over V x V)."""

@@ -11,6 +11,7 @@ import numpy as np
 from bigram_jax import data as data_lib
 from bigram_jax import evaluate
 from bigram_jax.config import UserError
+from bigram_jax.model import table_of
 
 MISSING = "--plot needs matplotlib: pip install 'bigram-jax[plot]'"
 LOSS_PNG, TRANSITIONS_PNG = "loss.png", "transitions.png"
@@ -132,7 +133,7 @@ def tables(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str, int]:
     from bigram_jax.checkpoint import load_checkpoint  # orbax: only when a checkpoint is read
 
     ck = load_checkpoint(run_dir)
-    logits = np.asarray(ck.params["params"]["token_embedding_table"]["embedding"], np.float64)
+    logits = np.asarray(table_of(ck.params), np.float64)
     learned = np.exp(logits - logits.max(axis=1, keepdims=True))
     learned /= learned.sum(axis=1, keepdims=True)
     path = Path(ck.meta.get("data_path", ""))

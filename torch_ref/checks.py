@@ -20,7 +20,7 @@ from bigram_jax.config import Config
 from bigram_jax.evaluate import exact_loss, split_counts
 from bigram_jax.generate import generate
 from bigram_jax.loss import make_loss
-from bigram_jax.model import BigramLanguageModel as FlaxBigram
+from bigram_jax.model import BigramLanguageModel as FlaxBigram, table_of
 from bigram_jax.train import batch_at, init_state, train_steps
 from torch_ref import stats
 from torch_ref.stats import topk_probs
@@ -142,7 +142,7 @@ def check_loss_grad(seed: int, cases=CASES, float64: bool = False) -> list[Resul
             params = torch_to_flax(tm.state_dict())
             for name in ("gather", "counts"):
                 lj, gj = _flax_loss_grad(V, name, params, x, y)
-                gj = np.asarray(gj["params"]["token_embedding_table"]["embedding"])
+                gj = np.asarray(table_of(gj))
                 worst[name, "loss"] = max(worst[name, "loss"], abs(float(lj) - lt) / max(abs(lt), 1e-30))
                 worst[name, "grad"] = max(worst[name, "grad"], float(np.max(np.abs(gj - gt))))
     bits = "float64" if float64 else "float32"
@@ -165,7 +165,7 @@ def _train_both(train_ids: np.ndarray, V: int, cfg: Config, steps: int, dtype: t
     for _ in range(steps):  # the job's fused loop, one step a call, to see every step's loss
         state, loss = train_steps(state, data, jnp.int32(1), cfg)
         lj.append(float(loss))
-    table = np.asarray(state.params["params"]["token_embedding_table"]["embedding"])
+    table = np.asarray(table_of(state.params))
     return float(np.max(np.abs(table - tm.token_embedding_table.weight.detach().numpy()))), \
         float(np.max(np.abs(np.array(lj) - lt))), state.params
 
@@ -226,7 +226,7 @@ def check_sampling(seed: int, V: int = 65, rows: int = 1000, new_tokens: int = 1
 @cpu_highest()
 def check_checkpoint(params: dict, val_ids: np.ndarray, tmp: Path, seed: int) -> list[Result]:
     """5. A table exported to .pt gives torch the same exact val loss; a torch .pt imported gives the same logits."""
-    V = params["params"]["token_embedding_table"]["embedding"].shape[0]
+    V = table_of(params).shape[0]
     save_torch_state_dict(params, tmp / "exported.pt")
     tm = BigramLanguageModel(V)
     tm.load_state_dict(load_torch_state_dict(tmp / "exported.pt"))

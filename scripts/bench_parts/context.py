@@ -13,6 +13,7 @@ import torch
 import torch_ref.model as ref
 from bigram_jax.config import Config
 from bigram_jax.generate import generate
+from bigram_jax.model import table_of
 from bigram_jax.train import init_state, train_steps
 
 from .timing import Fn, curve, median_per_unit
@@ -88,7 +89,7 @@ class Ctx:
 
     def table(self) -> np.ndarray:
         """params()'s (V, V) logit table."""
-        return np.array(self.params()["params"]["token_embedding_table"]["embedding"])
+        return np.array(table_of(self.params()))
 
     def torch_model(self) -> ref.BigramLanguageModel:
         """torch_ref's model holding params()'s table."""
