@@ -1,20 +1,21 @@
-"""bigram-jax: the bigram character model of Karpathy's "Let's build GPT", in JAX/Flax."""
+"""bigram-jax: the bigram character model of Karpathy's "Let's build GPT", in JAX/Flax.
+
+The public names are imported on first use, so `--help` and flag errors answer without loading JAX.
+"""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from bigram_jax.config import Config, UserError
-from bigram_jax.data import CharTokenizer
-from bigram_jax.generate import generate
-from bigram_jax.model import BigramLanguageModel
-
-__all__ = ["BigramLanguageModel", "CharTokenizer", "Config", "UserError", "generate", "load_checkpoint"]
+_HOMES = {"BigramLanguageModel": "bigram_jax.model", "CharTokenizer": "bigram_jax.data",
+          "Config": "bigram_jax.config", "UserError": "bigram_jax.errors", "generate": "bigram_jax.sampling",
+          "load_checkpoint": "bigram_jax.checkpoint", "load_corpus": "bigram_jax.corpus",
+          "train_and_evaluate": "bigram_jax.job"}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    """Import orbax only when checkpoints are used (it costs start-up time)."""
-    if name == "load_checkpoint":
-        from bigram_jax.checkpoint import load_checkpoint
-
-        return load_checkpoint
-    raise AttributeError(f"module 'bigram_jax' has no attribute {name!r}")
+    """`bigram_jax.X`: imported from its module the first time it is asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'bigram_jax' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -2,47 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from bigram_jax.config import FIELDS, HELP, UserError, load_config_file, make_config
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr (no usage block) and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
-def _guard(prog: str, fn: Callable[[], int]) -> int:
-    """Run `fn`, turning user errors and signals into one line on stderr and a nonzero status."""
-    from bigram_jax.session import Interrupted
-
-    try:
-        return fn()
-    except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except Interrupted as e:
-        name = signal.Signals(e.signum).name
-        print(f"{prog}: stopped by {name} at step {e.step}; checkpoint saved. Resume with the same command "
-              "plus --resume", file=sys.stderr)
-        return 128 + e.signum
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+from bigram_jax.config import CHOICES, FIELDS, TYPES, load_config_file, make_config
+from bigram_jax.errors import OneLineParser, UserError, guard
 
 
 def train_parser() -> argparse.ArgumentParser:
     """Every Config field as a --flag (values typed and checked by make_config), plus run controls."""
-    p = _Parser(prog="train.py", description="Train the lecture's bigram model (defaults = the lecture's run).")
+    p = OneLineParser(prog="train.py", description="Train the lecture's bigram model (defaults = the lecture's run).")
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings; flags override it")
     for name, field in FIELDS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=field.type.upper(),
-                       help=f"{HELP[name]} (default: {field.default})")
+        metavar = "{" + ",".join(CHOICES[name]) + "}" if name in CHOICES else TYPES[name].__name__.upper()
+        p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=metavar,
+                       help=f"{field.metadata['help']} (default: {field.default})")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="resume even if the checkpoint's vocabulary or data file differ")
@@ -88,20 +62,14 @@ def _train(argv: Sequence[str] | None) -> int:
 
         initialize(*cluster)
     _compile_cache()
+    from bigram_jax.checkpoint import open_resume
+    from bigram_jax.job import train_and_evaluate
     from bigram_jax.parallel import is_primary
-    from bigram_jax.run import load_corpus, train
-    from bigram_jax.session import Session, resume_config
 
-    meta = None
-    if args.resume:
-        cfg, meta = resume_config(overrides)
-    else:
-        cfg = make_config(overrides)
-    corpus = load_corpus(cfg)
-    with Session(cfg, corpus, resume=args.resume, allow_mismatch=args.allow_mismatch, checkpoint_meta=meta,
-                 tensorboard=args.tensorboard) as s:
-        train(cfg, corpus, s)
-    if args.plot and is_primary():  # after the session closed: the last checkpoint is complete on disk
+    resume = open_resume(overrides, args.allow_mismatch) if args.resume else None
+    cfg = resume.cfg if resume is not None else make_config(overrides)
+    train_and_evaluate(cfg, resume, tensorboard=args.tensorboard)
+    if args.plot and is_primary():  # after the run closed its checkpoints: the last one is complete on disk
         from bigram_jax.plot import write_plots
 
         for path in write_plots([Path(cfg.out_dir)], Path(cfg.out_dir)):
@@ -122,12 +90,12 @@ def _compile_cache() -> None:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/train.py."""
-    return _guard("train.py", lambda: _train(argv))
+    return guard("train.py", lambda: _train(argv))
 
 
 def sample_parser() -> argparse.ArgumentParser:
     """Flags of scripts/sample.py."""
-    p = _Parser(prog="sample.py", description="Sample text from a bigram-jax checkpoint.")
+    p = OneLineParser(prog="sample.py", description="Sample text from a bigram-jax checkpoint.")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run's out-dir or its checkpoints folder")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     g = p.add_mutually_exclusive_group()
@@ -171,7 +139,7 @@ def _sample(argv: Sequence[str] | None) -> int:
     import numpy as np
 
     from bigram_jax.checkpoint import load_checkpoint
-    from bigram_jax.generate import generate
+    from bigram_jax.sampling import generate
 
     ck = load_checkpoint(args.checkpoint, args.step)
     tok = ck.tokenizer
@@ -189,4 +157,4 @@ def _sample(argv: Sequence[str] | None) -> int:
 
 def sample_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/sample.py."""
-    return _guard("sample.py", lambda: _sample(argv))
+    return guard("sample.py", lambda: _sample(argv))

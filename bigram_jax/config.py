@@ -6,11 +6,19 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any
+import typing
+from typing import Any, Literal
+
+from bigram_jax.errors import UserError
 
 
-class UserError(Exception):
-    """A problem with the user's input: reported as one line on stderr, never a traceback."""
+def _field(default: Any, help: str) -> Any:
+    """A config field with its help text beside it (the CLI turns each field into a --flag)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+Loss = Literal["auto", "counts", "gather"]
+Schedule = Literal["constant", "cosine"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,38 +26,42 @@ class Config:
     """Every knob of a run. Defaults are the lecture's bigram.py."""
 
     # data
-    data: str = "tinyshakespeare"  # a UTF-8 text file, a token-id file (.bin uint16 / .npy), or 'tinyshakespeare'
-    val_data: str = ""  # a separate validation file (token ids); '' = split `data` by train_frac
-    vocab_size: int = 0  # V for token-id data; 0 = largest id + 1 (text data: the character count)
-    train_frac: float = 0.9
+    data: str = _field("tinyshakespeare", "UTF-8 text file, token ids (.bin uint16 as nanoGPT's prepare.py, or "
+                       ".npy), or 'tinyshakespeare' ($BIGRAM_JAX_DATA, cache, else download)")
+    val_data: str = _field("", "separate validation token-id file (then --data is all train); default: split --data")
+    vocab_size: int = _field(0, "V of token-id data (e.g. 50304, GPT-2's padded); 0 = largest id + 1")
+    train_frac: float = _field(0.9, "fraction of the corpus, from the start, used for training (not with --val-data)")
     # batches
-    batch_size: int = 32  # B
-    block_size: int = 8  # T
-    # optimisation (AdamW with torch's defaults, as the lecture)
-    max_iters: int = 3000
-    learning_rate: float = 1e-2
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    lr_schedule: str = "constant"  # 'constant' | 'cosine' (linear warmup, cosine decay to min_lr)
-    warmup_iters: int = 0
-    min_lr: float = 0.0
-    grad_clip: float = 0.0  # global-norm clip; 0 = off
-    loss: str = "auto"  # 'counts' (sufficient statistics, O(V^2)) | 'gather' (textbook, O(B*T*V)) | 'auto'
-    seed: int = 1337
+    batch_size: int = _field(32, "B, sequences per batch")
+    block_size: int = _field(8, "T, characters per sequence")
+    # optimisation: AdamW with torch's defaults, as the lecture
+    max_iters: int = _field(3000, "train until this step")
+    learning_rate: float = _field(1e-2, "AdamW peak learning rate")
+    weight_decay: float = _field(0.01, "AdamW decoupled weight decay (torch's default; optax's is 1e-4)")
+    beta1: float = _field(0.9, "AdamW beta1")
+    beta2: float = _field(0.999, "AdamW beta2")
+    eps: float = _field(1e-8, "AdamW epsilon")
+    lr_schedule: Schedule = _field("constant", "constant | cosine (linear warmup, then cosine decay to --min-lr)")
+    warmup_iters: int = _field(0, "warmup steps of the cosine schedule")
+    min_lr: float = _field(0.0, "final learning rate of the cosine schedule")
+    grad_clip: float = _field(0.0, "clip gradients to this global norm; 0 = off")
+    loss: Loss = _field("auto", "counts (V x V sufficient statistics, O(V^2)) | gather (the textbook loss, "
+                        "O(B*T*V)) | auto (counts if V <= B*T); equal values")
+    seed: int = _field(1337, "seeds the table, the batches and the sample")
     # devices
-    model_parallel: int = 0  # devices that share the table's rows; 0 = auto (only when it would not fit one)
+    model_parallel: int = _field(0, "shard the table's rows (and AdamW moments) over N devices; 0 = auto "
+                                 "(only when it would not fit one)")
     # evaluation, logging, sampling
-    eval_interval: int = 300
-    chunk_seconds: float = 0.25  # target wall time of one fused chunk (bounds the signal latency)
-    sample_tokens: int = 500
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    out_dir: str = "runs/bigram"
+    eval_interval: int = _field(300, "exact train/val loss every N steps")
+    chunk_seconds: float = _field(0.25, "wall time of one fused chunk of steps (bounds the reaction to "
+                                  "SIGTERM/SIGINT)")
+    sample_tokens: int = _field(500, "characters sampled at the end; 0 = none")
+    temperature: float = _field(1.0, "sampling temperature")
+    top_k: int = _field(0, "sample only from the k most likely characters; 0 = off")
+    out_dir: str = _field("runs/bigram", "where the run writes")
     # checkpoints
-    checkpoint_every: int = 0  # 0 = at each eval
-    keep_checkpoints: int = 3
+    checkpoint_every: int = _field(0, "checkpoint every N steps; 0 = at each eval")
+    keep_checkpoints: int = _field(3, "latest checkpoints kept (plus the best)")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able values."""
@@ -57,28 +69,10 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-HELP = {
-    "data": "UTF-8 text file, token ids (.bin uint16 as nanoGPT's prepare.py, or .npy), or 'tinyshakespeare' "
-            "($BIGRAM_JAX_DATA, cache, else download)",
-    "val_data": "separate validation token-id file (then --data is all train); default: split --data",
-    "vocab_size": "V of token-id data (e.g. 50304, GPT-2's padded); 0 = largest id + 1",
-    "train_frac": "fraction of the corpus, from the start, used for training (not with --val-data)",
-    "batch_size": "B, sequences per batch", "block_size": "T, characters per sequence",
-    "max_iters": "train until this step", "learning_rate": "AdamW peak learning rate",
-    "weight_decay": "AdamW decoupled weight decay (torch's default)", "beta1": "AdamW beta1", "beta2": "AdamW beta2",
-    "eps": "AdamW epsilon", "lr_schedule": "constant | cosine (linear warmup, then cosine decay to --min-lr)",
-    "warmup_iters": "warmup steps of the cosine schedule", "min_lr": "final learning rate of the cosine schedule",
-    "grad_clip": "clip gradients to this global norm; 0 = off",
-    "loss": "counts (V x V sufficient statistics) | gather (the textbook loss) | auto (counts if V <= B*T); "
-            "equal values",
-    "model_parallel": "shard the table's rows (and AdamW moments) over N devices; 0 = auto (when it would not fit)",
-    "seed": "seeds the table, the batches and the sample", "eval_interval": "exact train/val loss every N steps",
-    "chunk_seconds": "wall time of one fused chunk of steps (bounds the reaction to SIGTERM/SIGINT)",
-    "sample_tokens": "characters sampled at the end; 0 = none", "temperature": "sampling temperature",
-    "top_k": "sample only from the k most likely characters; 0 = off", "out_dir": "where the run writes",
-    "checkpoint_every": "checkpoint every N steps; 0 = at each eval", "keep_checkpoints": "latest checkpoints kept (plus the best)",
-}
-CHOICES = {"loss": ("auto", "counts", "gather"), "lr_schedule": ("constant", "cosine")}
+_HINTS = typing.get_type_hints(Config)
+# the Python type of each field's values, and the allowed values of the Literal ones
+TYPES = {name: type(typing.get_args(h)[0]) if typing.get_origin(h) is Literal else h for name, h in _HINTS.items()}
+CHOICES = {name: typing.get_args(h) for name, h in _HINTS.items() if typing.get_origin(h) is Literal}
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -102,23 +96,23 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 def _coerce(name: str, value: Any) -> Any:
     """Convert a value from a file or flag to the field's type, or raise UserError."""
-    kind = FIELDS[name].type
+    kind = TYPES[name]
     try:
-        if kind == "int":
+        if kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
-        if kind == "float":
+        if kind is float:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
-        if kind == "str":
+        if kind is str:
             if not isinstance(value, str):
                 raise ValueError
             return value
     except (TypeError, ValueError):
         pass
-    raise UserError(f"{name} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
+    raise UserError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
 
 
 def make_config(overrides: dict[str, Any], base: Config | None = None) -> Config:

@@ -8,8 +8,53 @@ from pathlib import Path
 import numpy as np
 
 from bigram_jax import data as data_lib
-from bigram_jax.config import Config, UserError
-from bigram_jax.evaluate import PairCounts
+from bigram_jax.config import Config
+from bigram_jax.counts import pair_ids
+from bigram_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class PairCounts:
+    """Sparse transition counts of a split: sorted unique pair ids i * V + j and how often each occurs.
+
+    Dense (V, V) counts of a 50,257-token vocabulary would take 20 GB; a split has at most one pair per token.
+    """
+
+    ids: np.ndarray  # (nnz,) int64, sorted
+    n: np.ndarray  # (nnz,) float64
+    vocab_size: int
+
+    @classmethod
+    def of(cls, tokens: np.ndarray, vocab_size: int) -> PairCounts:
+        """Count every transition tokens[i] -> tokens[i+1] of a split once."""
+        ids, n = np.unique(pair_ids(tokens[:-1], tokens[1:], vocab_size), return_counts=True)
+        return cls(ids, n.astype(np.float64), vocab_size)
+
+    @classmethod
+    def from_dense(cls, counts: np.ndarray) -> PairCounts:
+        """The sparse form of a (V, V) count matrix."""
+        ids = np.flatnonzero(counts)
+        return cls(ids.astype(np.int64), counts.reshape(-1)[ids].astype(np.float64), counts.shape[0])
+
+    @property
+    def rows(self) -> np.ndarray:
+        """(nnz,) current token of each pair."""
+        return self.ids // self.vocab_size
+
+    @property
+    def cols(self) -> np.ndarray:
+        """(nnz,) next token of each pair."""
+        return self.ids % self.vocab_size
+
+    def row_totals(self) -> np.ndarray:
+        """(V,) how often each token is followed by anything."""
+        return np.bincount(self.rows, weights=self.n, minlength=self.vocab_size)
+
+    def dense(self) -> np.ndarray:
+        """(V, V) float64 count matrix."""
+        out = np.zeros(self.vocab_size * self.vocab_size)
+        out[self.ids] = self.n
+        return out.reshape(self.vocab_size, self.vocab_size)
 
 
 @dataclasses.dataclass(frozen=True)

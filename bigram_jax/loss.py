@@ -1,28 +1,27 @@
-"""The two equal ways to get a batch's loss: the textbook gather, and the bigram's sufficient statistics."""
+"""The two equal ways to get a batch's loss: the textbook gather, and the bigram's sufficient statistics.
+
+A batch is a dict: {'x', 'y'} (B, T) token windows, or {'counts'} (V, V), the transition counts of such a
+batch (the fused train loop counts K steps' batches at once and hands each step its own).
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
-from bigram_jax.config import UserError
+from bigram_jax.counts import batch_counts
+from bigram_jax.errors import UserError
 from bigram_jax.model import BigramLanguageModel
 
-LossFn = Callable[[dict, jax.Array, jax.Array], jax.Array]
-
-
-def transition_counts(x: jax.Array, y: jax.Array, vocab_size: int, dtype=jnp.float32) -> jax.Array:
-    """C[i, j] = how many times token j follows token i in the batch; (V, V)."""
-    flat = x.reshape(-1) * vocab_size + y.reshape(-1)  # (B*T,)
-    return jnp.bincount(flat, length=vocab_size * vocab_size).astype(dtype).reshape(vocab_size, vocab_size)
+Batch = dict[str, jax.Array]
+LossFn = Callable[[dict, Batch], jax.Array]
 
 
 def gather_loss(model: BigramLanguageModel) -> LossFn:
     """(a) The lecture's loss: logits for every position, then cross-entropy. O(B*T*V)."""
 
-    def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
-        _, loss = model.apply(params, x, y)
+    def loss_fn(params: dict, batch: Batch) -> jax.Array:
+        _, loss = model.apply(params, batch["x"], batch["y"])
         return loss
 
     return loss_fn
@@ -31,8 +30,10 @@ def gather_loss(model: BigramLanguageModel) -> LossFn:
 def counts_loss(model: BigramLanguageModel) -> LossFn:
     """(b) The same loss from the batch's V x V transition counts. O(B*T) integer work + O(V^2) float."""
 
-    def loss_fn(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
-        counts = transition_counts(x, y, model.vocab_size)  # counts carry no gradient: built outside the table
+    def loss_fn(params: dict, batch: Batch) -> jax.Array:
+        counts = batch.get("counts")
+        if counts is None:  # counts carry no gradient: built from the ids, outside the table
+            counts = batch_counts(batch["x"], batch["y"], model.vocab_size)
         return model.apply(params, counts, method=BigramLanguageModel.loss_from_counts)
 
     return loss_fn

@@ -42,6 +42,11 @@ def table_of(params: dict) -> jax.Array:
     return params["params"]["token_embedding_table"]["embedding"]
 
 
+def params_of(table: jax.Array) -> dict:
+    """The BigramLanguageModel params pytree holding `table` (V, V): the inverse of `table_of`."""
+    return {"params": {"token_embedding_table": {"embedding": table}}}
+
+
 @jax.custom_vjp
 def counts_xent(table: jax.Array, counts: jax.Array) -> jax.Array:
     """-sum(C * log_softmax(table)) / sum(C), with its gradient in closed form (fewer passes over V x V)."""

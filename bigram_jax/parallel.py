@@ -16,7 +16,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from bigram_jax.config import Config, UserError
+from bigram_jax.config import Config
+from bigram_jax.errors import UserError
 
 STATE_BYTES_PER_PARAM = 24  # f32 table + 2 moments persist (12 B); the update holds grads and new values beside them
 MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 75% of the memory by default)

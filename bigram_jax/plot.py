@@ -8,10 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bigram_jax import data as data_lib
-from bigram_jax import evaluate
-from bigram_jax.config import UserError
-from bigram_jax.model import table_of
+from bigram_jax.errors import OneLineParser, UserError, guard
 
 MISSING = "--plot needs matplotlib: pip install 'bigram-jax[plot]'"
 LOSS_PNG, TRANSITIONS_PNG = "loss.png", "transitions.png"
@@ -59,17 +56,26 @@ def _read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+def _corpus(cfg: dict, what: str):
+    """The corpus a run trained on, loaded as the run loaded it (text or token ids, split, counted)."""
+    from bigram_jax.config import make_config
+    from bigram_jax.corpus import load_corpus
+
+    try:
+        return load_corpus(make_config(cfg))
+    except UserError as e:
+        raise UserError(f"cannot recompute {what}: {e}") from None
+
+
 def _floors(run_dir: Path) -> tuple[float, float]:
-    """(train floor, val floor) from summary.json, else recomputed from the run's data (an interrupted run)."""
+    """(train floor, val floor) from summary.json, else recomputed from the run's corpus (an interrupted run)."""
+    from bigram_jax import evaluate
+
     summary = _read_json(run_dir / "summary.json")
     if "floor_train_loss" in summary and "floor_val_loss" in summary:
         return summary["floor_train_loss"], summary["floor_val_loss"]
-    cfg = _read_json(run_dir / "config.json")
-    text, _ = data_lib.load_text(data_lib.resolve_corpus(cfg.get("data", "tinyshakespeare")))
-    tok = data_lib.CharTokenizer.from_text(text)
-    train, val = data_lib.split(tok.encode(text), cfg.get("train_frac", 0.9))
-    tc, vc = (evaluate.split_counts(s, tok.vocab_size) for s in (train, val))
-    return evaluate.floor_train(tc), evaluate.floor_val(tc, vc)[0]
+    corpus = _corpus(_read_json(run_dir / "config.json"), f"the floors of {run_dir}")
+    return evaluate.floor_train(corpus.train_counts), evaluate.floor_val(corpus.train_counts, corpus.val_counts)[0]
 
 
 def _label(run_dir: Path) -> str:
@@ -131,21 +137,18 @@ def show_char(ch: str) -> str:
 def tables(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str, int]:
     """(learned P(next|cur), count-based optimum from the train split, vocab, step) of a run's latest checkpoint."""
     from bigram_jax.checkpoint import load_checkpoint  # orbax: only when a checkpoint is read
+    from bigram_jax.model import table_of
 
     ck = load_checkpoint(run_dir)
     logits = np.asarray(table_of(ck.params), np.float64)
     learned = np.exp(logits - logits.max(axis=1, keepdims=True))
     learned /= learned.sum(axis=1, keepdims=True)
-    path = Path(ck.meta.get("data_path", ""))
-    try:
-        text, sha = data_lib.load_text(path)
-    except UserError as e:
-        raise UserError(f"cannot recompute the count optimum of {run_dir}: {e}") from None
-    if sha != ck.meta.get("data_sha256"):
-        raise UserError(f"the data file {path} changed since {run_dir} was trained (sha256 {sha[:12]}... "
-                        f"vs {str(ck.meta.get('data_sha256'))[:12]}...): cannot recompute its count optimum")
-    train, _ = data_lib.split(data_lib.CharTokenizer(ck.vocab).encode(text), ck.config.get("train_frac", 0.9))
-    counts = evaluate.split_counts(train, len(ck.vocab))
+    corpus = _corpus(ck.config, f"the count optimum of {run_dir}")
+    if corpus.sha256 != ck.meta.get("data_sha256"):
+        raise UserError(f"the data file {corpus.path} changed since {run_dir} was trained (sha256 "
+                        f"{corpus.sha256[:12]}... vs {str(ck.meta.get('data_sha256'))[:12]}...): "
+                        "cannot recompute its count optimum")
+    counts = corpus.train_counts.dense()
     rows = counts.sum(axis=1, keepdims=True)
     # a character never followed by anything in train (the last one) has no optimum: shown uniform
     optimum = np.where(rows > 0, counts / np.maximum(rows, 1), 1.0 / len(ck.vocab))
@@ -205,10 +208,8 @@ def write_plots(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
 
 def plot_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/plot.py."""
-    from bigram_jax.cli import _guard, _Parser
-
     def run() -> int:
-        p = _Parser(prog="plot.py", description="Write loss.png (all runs overlaid) and transitions.png "
+        p = OneLineParser(prog="plot.py", description="Write loss.png (all runs overlaid) and transitions.png "
                     "(the first run's learned vs count-based transition table).")
         p.add_argument("--run", action="append", required=True, metavar="DIR",
                        help="a training run's --out-dir; repeat to overlay runs in loss.png")
@@ -219,4 +220,4 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
             print(path)
         return 0
 
-    return _guard("plot.py", run)
+    return guard("plot.py", run)

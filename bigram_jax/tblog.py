@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bigram_jax.config import UserError
+from bigram_jax.errors import UserError
 
 MISSING = "--tensorboard needs tensorboardX: pip install 'bigram-jax[tensorboard]'"
 # metrics.jsonl key -> TensorBoard tag; the "loss/" prefix puts the three losses in one TensorBoard section

@@ -16,9 +16,11 @@ import pytest
 
 from bigram_jax import checkpoint as ckpt
 from bigram_jax import load_checkpoint
-from bigram_jax.config import Config, UserError
+from bigram_jax.config import Config
+from bigram_jax.errors import UserError
+from bigram_jax.model import table_of
 from bigram_jax.train import init_state, train_steps
-from tests.conftest import popen_script, run_script
+from tests.conftest import ROOT, popen_script, run_script
 
 FAST = ["--sample-tokens", "0", "--batch-size", "16", "--block-size", "16"]
 
@@ -31,15 +33,12 @@ def _leaves(state) -> list[np.ndarray]:
 
 def _final_state(out: Path, step: int | None = None):
     """The full train state of a run's checkpoint, restored through the library."""
-    mgr = ckpt.open_manager(ckpt.checkpoint_dir(out), read_only=True)
-    try:
-        step = ckpt.pick_step(mgr, step)
-        meta = ckpt.read_meta(mgr, step)
+    with ckpt.Checkpoints(ckpt.checkpoint_dir(out), read_only=True) as ckpts:
+        step = ckpts.pick(step)
+        meta = ckpts.read_meta(step)
         cfg = Config(**meta["config"])
-        abstract = jax.eval_shape(lambda: init_state(cfg, len(meta["vocab"])))
-        return ckpt.restore_state(mgr, step, abstract), meta
-    finally:
-        mgr.close()
+        abstract = jax.eval_shape(lambda: init_state(cfg, meta["vocab_size"]))
+        return ckpts.restore_state(step, abstract), meta
 
 
 def _assert_same(a: Path, b: Path) -> None:
@@ -62,28 +61,26 @@ def test_round_trip_keeps_values_and_types(tmp_path):
     cfg = Config()
     state = init_state(cfg, 65)
     state, _ = train_steps(state, jnp.arange(1000, dtype=jnp.int32) % 65, jnp.int32(7), cfg)
-    mgr = ckpt.open_manager(tmp_path / "checkpoints", keep=2)
-    ckpt.save(mgr, state, {"vocab": "".join(map(chr, range(65, 130))), "config": cfg.to_dict()}, 2.5)
-    mgr.wait_until_finished()
-    back = ckpt.restore_state(mgr, 7, jax.eval_shape(lambda: init_state(cfg, 65)))
-    mgr.close()
+    with ckpt.Checkpoints(tmp_path / "checkpoints", keep=2) as ckpts:
+        ckpts.save(state, {"vocab": "".join(map(chr, range(65, 130))), "config": cfg.to_dict()}, 2.5)
+        ckpts.mgr.wait_until_finished()
+        back = ckpts.restore_state(7, jax.eval_shape(lambda: init_state(cfg, 65)))
     assert type(back.opt_state[0]) is optax.ScaleByAdamState and jnp.issubdtype(back.key.dtype, jax.dtypes.prng_key)
     for x, y in zip(_leaves(state), _leaves(back), strict=True):
         np.testing.assert_array_equal(x, y)
     loaded = load_checkpoint(tmp_path)  # params only, no optimizer needed
     assert loaded.step == 7 and len(loaded.vocab) == 65 and loaded.config["batch_size"] == 32
-    np.testing.assert_array_equal(jax.tree.leaves(loaded.params)[0], jax.tree.leaves(state.params)[0])
+    np.testing.assert_array_equal(table_of(loaded.params), table_of(state.params))
 
 
 def test_keeps_latest_n_and_the_best(tmp_path):
     cfg = Config()
     state = init_state(cfg, 5)
-    mgr = ckpt.open_manager(tmp_path, keep=2)
-    for step, val in zip(range(1, 6), [3.0, 1.0, 4.0, 5.0, 6.0]):
-        ckpt.save(mgr, state.replace(step=jnp.int32(step)), {"vocab": "abcde", "config": {}}, val)
-        mgr.wait_until_finished()
-    assert sorted(mgr.all_steps()) == [2, 4, 5] and mgr.best_step() == 2
-    mgr.close()
+    with ckpt.Checkpoints(tmp_path, keep=2) as ckpts:
+        for step, val in zip(range(1, 6), [3.0, 1.0, 4.0, 5.0, 6.0]):
+            ckpts.save(state.replace(step=jnp.int32(step)), {"vocab": "abcde", "config": {}}, val)
+            ckpts.mgr.wait_until_finished()
+        assert sorted(ckpts.mgr.all_steps()) == [2, 4, 5] and ckpts.mgr.best_step() == 2
 
 
 def test_resume_is_bit_identical(tmp_path):
@@ -230,3 +227,22 @@ def test_resume_refuses_other_data(trained, tmp_path, shakespeare_text):
     r = run_script("train.py", *args, "--allow-mismatch")
     assert r.returncode == 0 and "step 900:" in r.stdout, r.stderr
 
+
+
+V010_RUN, TINY = ROOT / "tests" / "fixtures" / "v010_run", ROOT / "tests" / "fixtures" / "tiny.txt"
+
+
+def test_a_run_written_by_v010_loads_and_resumes_as_todays_run(tmp_path):
+    """tests/fixtures/v010_run: 20 steps on tiny.txt written by bigram-jax 0.1.0, before the redesign."""
+    ck = load_checkpoint(V010_RUN)
+    assert ck.step == 20 and ck.vocab == "".join(sorted(set(TINY.read_text())))
+    old = tmp_path / "old"
+    shutil.copytree(V010_RUN, old)
+    r = run_script("train.py", "--resume", "--out-dir", str(old), "--data", str(TINY), "--max-iters", "30",
+                   "--sample-tokens", "0")
+    assert r.returncode == 0 and "step 30:" in r.stdout, r.stderr
+    fresh = tmp_path / "fresh"  # today's code from scratch: the same losses at 0, 10, 20 as 0.1.0 logged
+    r = run_script("train.py", "--out-dir", str(fresh), "--data", str(TINY), "--max-iters", "30",
+                   "--eval-interval", "10", "--keep-checkpoints", "1", "--sample-tokens", "0")
+    assert r.returncode == 0, r.stderr
+    _assert_same(old, fresh)

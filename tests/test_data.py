@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bigram_jax import data as data_lib
-from bigram_jax.config import UserError
+from bigram_jax.errors import UserError
 from bigram_jax.data import CharTokenizer
 
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from bigram_jax import evaluate
+from bigram_jax.corpus import PairCounts
+from bigram_jax.counts import dense_counts
 from bigram_jax.data import CharTokenizer, split
 from bigram_jax.model import BigramLanguageModel
 
@@ -16,7 +18,7 @@ def splits(shakespeare_text):
     tok = CharTokenizer.from_text(shakespeare_text)
     train, val = split(tok.encode(shakespeare_text))
     V = tok.vocab_size
-    return train, val, evaluate.split_counts(train, V), evaluate.split_counts(val, V)
+    return train, val, dense_counts(train, V), dense_counts(val, V)
 
 
 def test_exact_loss_is_the_mean_over_every_position():
@@ -27,9 +29,9 @@ def test_exact_loss_is_the_mean_over_every_position():
     params = model.init(jax.random.key(int(rng.integers(2**31))), jnp.zeros((1, 1), jnp.int32))
     # brute force: the lecture's forward over the whole split as one sequence
     _, brute = model.apply(params, jnp.asarray(data[None, :-1]), jnp.asarray(data[None, 1:]))
-    exact = evaluate.exact_loss(model, params, jnp.asarray(evaluate.split_counts(data, V), jnp.float32))
+    exact = evaluate.exact_loss(model, params, jnp.asarray(dense_counts(data, V), jnp.float32))
     np.testing.assert_allclose(exact, brute, rtol=2e-6)
-    assert evaluate.split_counts(data, V).sum() == len(data) - 1
+    assert dense_counts(data, V).sum() == len(data) - 1
 
 
 def test_floors_on_tinyshakespeare(splits):
@@ -71,7 +73,7 @@ def test_estimate_matches_exact_within_noise(splits):
 def test_sparse_counts_give_the_dense_results(splits, monkeypatch):
     train, val, tc, vc = splits
     V = tc.shape[0]
-    pt, pv = evaluate.PairCounts.of(train, V), evaluate.PairCounts.of(val, V)
+    pt, pv = PairCounts.of(train, V), PairCounts.of(val, V)
     np.testing.assert_array_equal(pt.dense(), tc)
     assert pt.n.sum() == len(train) - 1 and np.all(np.diff(pt.ids) > 0)
     np.testing.assert_array_equal(pt.row_totals(), tc.sum(axis=1))
@@ -85,10 +87,10 @@ def test_sparse_counts_give_the_dense_results(splits, monkeypatch):
     model = BigramLanguageModel(V)
     params = model.init(jax.random.key(7), jnp.zeros((1, 1), jnp.int32))
     put = lambda x: jnp.asarray(x)  # noqa: E731
-    dense_counts = evaluate.device_counts(pv, jnp.float32, put)
+    on_device = evaluate.device_counts(pv, jnp.float32, put)
     monkeypatch.setattr(evaluate, "DENSE_MAX_VOCAB", 0)  # what V > 2048 gets
     sparse_counts = evaluate.device_counts(pv, jnp.float32, put)
-    assert set(dense_counts) == {"dense"} and set(sparse_counts) == {"rows", "cols", "n", "row_totals"}
-    dense = evaluate.exact(model, params, dense_counts)
+    assert set(on_device) == {"dense"} and set(sparse_counts) == {"rows", "cols", "n", "row_totals"}
+    dense = evaluate.exact(model, params, on_device)
     sparse = evaluate.exact(model, params, sparse_counts)
     np.testing.assert_allclose(float(sparse), float(dense), rtol=2e-6)

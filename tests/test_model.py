@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigram_jax.loss import make_loss, transition_counts
-from bigram_jax.model import BigramLanguageModel
+from bigram_jax.counts import batch_counts
+from bigram_jax.loss import make_loss
+from bigram_jax.model import BigramLanguageModel, table_of
 
 
 def _init(V: int, seed: int = 0) -> dict:
@@ -16,7 +17,8 @@ def _init(V: int, seed: int = 0) -> dict:
 
 def test_params_path_and_torch_like_init():
     params = _init(65)
-    table = params["params"]["token_embedding_table"]["embedding"]
+    table = params["params"]["token_embedding_table"]["embedding"]  # the layout checkpoints and torch_ref rely on
+    assert table_of(params) is table
     assert table.shape == (65, 65) and table.dtype == jnp.float32
     assert jax.tree.leaves(params) == [table]  # the table is the only parameter
     # N(0, 1) like torch's nn.Embedding (flax's default would give std 1/sqrt(V) = 0.12)
@@ -28,7 +30,7 @@ def test_forward_contract():
     idx = jax.random.randint(jax.random.key(1), (4, 8), 0, 65)
     logits, loss = model.apply(params, idx)
     assert logits.shape == (4, 8, 65) and loss is None
-    table = params["params"]["token_embedding_table"]["embedding"]
+    table = table_of(params)
     np.testing.assert_array_equal(logits, table[idx])  # row idx of the table, nothing else
     targets = jax.random.randint(jax.random.key(2), (4, 8), 0, 65)
     logits2, loss = model.apply(params, idx, targets)
@@ -45,13 +47,13 @@ def test_initial_loss_is_near_uniform_bound():
     assert 4.3 < float(model.apply(params, idx, tgt)[1]) < 5.1
 
 
-def test_transition_counts_brute_force():
+def test_batch_counts_brute_force():
     x = np.random.default_rng(0).integers(0, 7, (5, 9))
     y = np.random.default_rng(1).integers(0, 7, (5, 9))
     expect = np.zeros((7, 7))
     for a, b in zip(x.ravel(), y.ravel()):
         expect[a, b] += 1
-    np.testing.assert_array_equal(transition_counts(jnp.asarray(x), jnp.asarray(y), 7), expect)
+    np.testing.assert_array_equal(batch_counts(jnp.asarray(x), jnp.asarray(y), 7), expect)
 
 
 @pytest.mark.parametrize("V,B,T", [(1, 3, 4), (2, 5, 7), (65, 32, 8), (300, 16, 64)])
@@ -63,7 +65,9 @@ def test_counts_loss_equals_gather_loss(V, B, T):
     params = jax.tree.map(lambda t: t * 3.0, params)  # sharper rows than the init
     x = jax.random.randint(k[1], (B, T), 0, V)
     y = jax.random.randint(k[2], (B, T), 0, V)
-    la, ga = jax.value_and_grad(make_loss(model, "gather"))(params, x, y)
-    lb, gb = jax.value_and_grad(make_loss(model, "counts"))(params, x, y)
+    la, ga = jax.value_and_grad(make_loss(model, "gather"))(params, {"x": x, "y": y})
+    lb, gb = jax.value_and_grad(make_loss(model, "counts"))(params, {"x": x, "y": y})
+    lc = make_loss(model, "counts")(params, {"counts": batch_counts(x, y, V)})  # counts handed in, as the fused loop
     np.testing.assert_allclose(lb, la, rtol=1e-6, err_msg=f"seed {seed}")
-    np.testing.assert_allclose(jax.tree.leaves(gb)[0], jax.tree.leaves(ga)[0], atol=1e-6, err_msg=f"seed {seed}")
+    np.testing.assert_array_equal(lc, lb, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(table_of(gb), table_of(ga), atol=1e-6, err_msg=f"seed {seed}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bigram_jax.config import UserError
+from bigram_jax.errors import UserError
 from bigram_jax.loss import resolve_loss
 from tests.conftest import ROOT, _shakespeare, run_script
 

@@ -13,7 +13,7 @@ import pytest
 
 from bigram_jax import data as data_lib
 from bigram_jax import plot
-from bigram_jax.config import UserError
+from bigram_jax.errors import UserError
 from tests.conftest import ROOT, run_script
 
 SHORT = ("--max-iters", "300", "--eval-interval", "100", "--sample-tokens", "0")

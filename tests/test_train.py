@@ -10,12 +10,14 @@ import pytest
 
 from bigram_jax import evaluate
 from bigram_jax.config import Config
+from bigram_jax.counts import dense_counts
 from bigram_jax.data import CharTokenizer, split
+from bigram_jax.model import table_of
 from bigram_jax.train import batch_at, init_state, lr_schedule, make_optimizer, train_step, train_steps
 
 
 def _table(state) -> np.ndarray:
-    return np.asarray(jax.tree.leaves(state.params)[0])
+    return np.asarray(table_of(state.params))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_fused_chunks_equal_python_loop(loss, shakespeare):
     cfg = Config(loss=loss)
     data = jnp.asarray(train)
     loop = init_state(cfg, 65)
-    step = jax.jit(lambda st: train_step(st, batch_at(st.key, st.step, data, cfg), cfg))
+    step = jax.jit(lambda st: train_step(st, batch_at(st.key, st.step, data, cfg)))
     losses = []
     for _ in range(80):
         loop, m = step(loop)
@@ -47,9 +49,9 @@ def test_batches_are_keyed_by_step(shakespeare):
     _, train, _ = shakespeare
     cfg, data = Config(), jnp.asarray(train)
     key = init_state(cfg, 65).key
-    x1, _ = batch_at(key, jnp.int32(7), data, cfg)
-    x2, _ = batch_at(key, jnp.int32(7), data, cfg)
-    x3, _ = batch_at(key, jnp.int32(8), data, cfg)
+    x1 = batch_at(key, jnp.int32(7), data, cfg)["x"]
+    x2 = batch_at(key, jnp.int32(7), data, cfg)["x"]
+    x3 = batch_at(key, jnp.int32(8), data, cfg)["x"]
     np.testing.assert_array_equal(x1, x2)
     assert not np.array_equal(x1, x3)
 
@@ -105,7 +107,7 @@ def test_lecture_run_reaches_its_val_loss(shakespeare):
     from bigram_jax.model import BigramLanguageModel
 
     model = BigramLanguageModel(65)
-    tc, vc = evaluate.split_counts(train, 65), evaluate.split_counts(val, 65)
+    tc, vc = dense_counts(train, 65), dense_counts(val, 65)
     val_loss = float(evaluate.exact_loss(model, state.params, jnp.asarray(vc, jnp.float32)))
     train_loss = float(evaluate.exact_loss(model, state.params, jnp.asarray(tc, jnp.float32)))
     assert val_loss <= 2.50

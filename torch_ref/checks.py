@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from bigram_jax.config import Config
-from bigram_jax.evaluate import exact_loss, split_counts
-from bigram_jax.generate import generate
+from bigram_jax.counts import dense_counts, sequence_counts
+from bigram_jax.evaluate import exact_loss
+from bigram_jax.sampling import generate
 from bigram_jax.loss import make_loss
 from bigram_jax.model import BigramLanguageModel as FlaxBigram, table_of
 from bigram_jax.train import batch_at, init_state, train_steps
@@ -92,7 +93,7 @@ def _flax_logits(V: int, params: dict, x: jax.Array, y: jax.Array | None = None)
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _flax_loss_grad(V: int, loss: str, params: dict, x: jax.Array, y: jax.Array) -> tuple[jax.Array, dict]:
     """bigram_jax's loss `loss` and its gradient w.r.t. the params."""
-    return jax.value_and_grad(make_loss(FlaxBigram(V), loss))(params, x, y)
+    return jax.value_and_grad(make_loss(FlaxBigram(V), loss))(params, {"x": x, "y": y})
 
 
 def _flax_init(V: int, rng: np.random.Generator) -> dict:
@@ -157,10 +158,10 @@ def _train_both(train_ids: np.ndarray, V: int, cfg: Config, steps: int, dtype: t
     state = jax.jit(init_state, static_argnums=(0, 1))(cfg, V, torch_to_flax(tm.state_dict()))  # 1 compile, not 8
     data = jnp.asarray(train_ids)
     draw = jax.jit(batch_at, static_argnums=3)  # the batches the job's train step draws, step by step
-    batches = [[torch.from_numpy(np.asarray(b, np.int64)) for b in draw(state.key, jnp.int32(s), data, cfg)]
-               for s in range(steps)]  # [(x, y)], each (B, T)
+    batches = [draw(state.key, jnp.int32(s), data, cfg) for s in range(steps)]  # [{'x', 'y'}], each (B, T)
+    as_torch = lambda a: torch.from_numpy(np.asarray(a, np.int64))  # noqa: E731
     opt = make_optimizer(tm, cfg.learning_rate)  # the lecture's AdamW (torch defaults = Config defaults)
-    lt = np.array([train_step(tm, opt, x, y).item() for x, y in batches])
+    lt = np.array([train_step(tm, opt, as_torch(b["x"]), as_torch(b["y"])).item() for b in batches])
     lj = []
     for _ in range(steps):  # the job's fused loop, one step a call, to see every step's loss
         state, loss = train_steps(state, data, jnp.int32(1), cfg)
@@ -205,14 +206,14 @@ def check_sampling(seed: int, V: int = 65, rows: int = 1000, new_tokens: int = 1
     with torch.random.fork_rng(devices=[]):  # the lecture's generate uses the global RNG; restore it after
         torch.manual_seed(seed)
         with torch.no_grad():
-            c_torch = stats.transition_counts(tm.generate(start, new_tokens).numpy(), V)
+            c_torch = sequence_counts(tm.generate(start, new_tokens).numpy(), V)
     params, keys = torch_to_flax(tm.state_dict()), jax.random.split(jax.random.key(seed), 4)
     idx = start.numpy().astype(np.int32)
     out = [Result("sampling: torch.multinomial vs softmax (chi-square p)",
                   stats.goodness_of_fit(c_torch, topk_probs(table)), P_MIN, True)]
     for i, sampler in enumerate(("categorical", "cdf")):
-        c_jax = stats.transition_counts(np.asarray(generate(params, keys[i], idx, new_tokens, sampler=sampler)), V)
-        c_tk = stats.transition_counts(np.asarray(generate(
+        c_jax = sequence_counts(np.asarray(generate(params, keys[i], idx, new_tokens, sampler=sampler)), V)
+        c_tk = sequence_counts(np.asarray(generate(
             params, keys[2 + i], idx, new_tokens, temperature=temperature, top_k=top_k, sampler=sampler)), V)
         out += [Result(f"sampling: jax {sampler} vs softmax (chi-square p)",
                        stats.goodness_of_fit(c_jax, topk_probs(table)), P_MIN, True),
@@ -233,7 +234,7 @@ def check_checkpoint(params: dict, val_ids: np.ndarray, tmp: Path, seed: int) ->
     val = torch.from_numpy(val_ids.astype(np.int64))
     with torch.no_grad():
         lt = tm(val[None, :-1], val[None, 1:])[1].item()  # the whole split as one (1, N) sequence
-    lj = float(exact_loss(FlaxBigram(V), params, jnp.asarray(split_counts(val_ids, V), jnp.float32)))
+    lj = float(exact_loss(FlaxBigram(V), params, jnp.asarray(dense_counts(val_ids, V), jnp.float32)))
     gen = torch.Generator().manual_seed(seed)
     torch.save(random_model(V, gen).state_dict(), tmp / "torch.pt")
     tm.load_state_dict(torch.load(tmp / "torch.pt", weights_only=True))

@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from bigram_jax.cli import _guard, _Parser
-from bigram_jax.config import UserError, make_config
+from bigram_jax.config import make_config
+from bigram_jax.errors import OneLineParser, UserError, guard
 
 
 def _export(argv: Sequence[str] | None) -> int:
     """bigram_jax checkpoint -> torch state_dict file."""
-    p = _Parser(prog="export_torch.py", description="Write a checkpoint's table as a torch state_dict (.pt).")
+    p = OneLineParser(prog="export_torch.py", description="Write a checkpoint's table as a torch state_dict (.pt).")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run's out-dir or its checkpoints folder")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the state_dict")
@@ -31,17 +31,18 @@ def _export(argv: Sequence[str] | None) -> int:
 
 def _import(argv: Sequence[str] | None) -> int:
     """torch state_dict file -> a bigram_jax checkpoint (step 0) that train.py --resume and sample.py accept."""
-    p = _Parser(prog="import_torch.py", description="Make a bigram_jax checkpoint from a torch state_dict (.pt).")
+    p = OneLineParser(prog="import_torch.py", description="Make a bigram_jax checkpoint from a torch state_dict (.pt).")
     p.add_argument("--state-dict", required=True, metavar="FILE.pt", help="torch_ref BigramLanguageModel state_dict")
     p.add_argument("--data", default="tinyshakespeare", help="the corpus the table was trained on (its vocabulary)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="new run directory for the checkpoint")
     args = p.parse_args(argv)
     import jax.numpy as jnp
 
+    from bigram_jax import checkpoint as ckpt_lib
     from bigram_jax import evaluate
+    from bigram_jax.corpus import load_corpus
     from bigram_jax.model import BigramLanguageModel
-    from bigram_jax.run import load_corpus
-    from bigram_jax.session import Session
+    from bigram_jax.run_dir import RunDir
     from bigram_jax.train import init_state
     from torch_ref.convert import load_torch_state_dict, torch_to_flax
 
@@ -52,17 +53,18 @@ def _import(argv: Sequence[str] | None) -> int:
     model = BigramLanguageModel(V)
     losses = [float(evaluate.exact(model, params, evaluate.device_counts(c, jnp.float32, jnp.asarray)))
               for c in (corpus.train_counts, corpus.val_counts)]
-    with Session(cfg, corpus) as session:
-        session.save(init_state(cfg, V, params=params), *losses)
-    print(f"wrote {session.mgr.directory}/0: exact train loss {losses[0]:.4f}, val loss {losses[1]:.4f}")
+    with ckpt_lib.open_fresh(cfg) as ckpts:
+        RunDir(cfg, start_step=0)  # config.json and an empty metrics.jsonl, as a run at step 0 leaves
+        ckpts.save(init_state(cfg, V, params=params), ckpt_lib.make_meta(cfg, corpus, *losses), losses[1])
+    print(f"wrote {ckpts.directory}/0: exact train loss {losses[0]:.4f}, val loss {losses[1]:.4f}")
     return 0
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/export_torch.py."""
-    return _guard("export_torch.py", lambda: _export(argv))
+    return guard("export_torch.py", lambda: _export(argv))
 
 
 def import_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/import_torch.py."""
-    return _guard("import_torch.py", lambda: _import(argv))
+    return guard("import_torch.py", lambda: _import(argv))

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from bigram_jax.config import UserError
+from bigram_jax.errors import UserError
+from bigram_jax.model import params_of, table_of
 
 KEY = "token_embedding_table.weight"
 DTYPES = {torch.float16: jnp.float16, torch.bfloat16: jnp.bfloat16, torch.float32: jnp.float32,
@@ -41,13 +42,13 @@ def torch_to_flax(state_dict: dict, vocab_size: int | None = None) -> dict:
     w = w.detach().cpu()
     host = w.float().numpy() if w.dtype == torch.bfloat16 else w.numpy()  # numpy has no bfloat16: widen, exactly
     table = jnp.array(host, dtype=DTYPES[w.dtype])  # a copy: the params never alias torch's storage
-    return {"params": {"token_embedding_table": {"embedding": table}}}
+    return params_of(table)
 
 
 def flax_to_torch(params: Any, vocab_size: int | None = None) -> dict[str, torch.Tensor]:
     """bigram_jax params -> a state_dict that torch_ref's BigramLanguageModel loads."""
     try:
-        table = params["params"]["token_embedding_table"]["embedding"]
+        table = table_of(params)
         ok = hasattr(table, "dtype") and len(jax.tree.leaves(params)) == 1  # anything else would be lost
     except (KeyError, TypeError):
         ok = False

@@ -1,4 +1,7 @@
-"""Pearson chi-square tests on bigram transition counts, with no scipy: the sampling half of the parity checks."""
+"""Pearson chi-square tests on bigram transition counts: the sampling half of the parity checks.
+
+The counts come from `bigram_jax.counts.sequence_counts`; the p-values from scipy's chi-square law.
+"""
 from __future__ import annotations
 
 import math
@@ -8,41 +11,15 @@ import numpy as np
 MIN_EXPECTED = 5.0  # the usual rule: below 5 expected counts a cell is pooled, or the chi-square law is off
 
 
-def chi2_sf(x: float, dof: int) -> float:
-    """P(X >= x) for X ~ chi-square(dof): the regularized upper incomplete gamma Q(dof/2, x/2)."""
+def _p_value(stat: float, dof: int) -> float:
+    """P(X >= stat), X ~ chi-square(dof), by scipy; 1 with nothing to test (dof 0), 0 for an inf or NaN stat."""
     if dof <= 0:
         return 1.0
-    if math.isnan(x) or x == math.inf:
+    if math.isnan(stat):
         return 0.0
-    a, z = dof / 2.0, x / 2.0
-    if z <= 0:
-        return 1.0
-    log_front = -z + a * math.log(z) - math.lgamma(a)  # log of z^a e^-z / Gamma(a)
-    if z < a + 1:  # series for the lower function P converges fast here; Q = 1 - P is not near 0
-        term = total = 1.0 / a
-        n = a
-        while abs(term) > abs(total) * 1e-16:
-            n += 1
-            term *= z / n
-            total += term
-        return max(0.0, 1.0 - total * math.exp(log_front))
-    # modified Lentz continued fraction for Q itself: accurate for the tiny p-values of a failing test
-    tiny = 1e-300
-    b = z + 1 - a
-    c, d = 1 / tiny, 1 / b
-    h = d
-    for i in range(1, 100_000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1 / d
-        h *= d * c
-        if abs(d * c - 1) < 1e-16:
-            break
-    return math.exp(log_front) * h
+    from scipy.stats import chi2  # here, not at the top: `import torch_ref` stays light (scipy costs ~0.3 s)
+
+    return float(chi2.sf(stat, dof))
 
 
 def topk_probs(table: np.ndarray, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
@@ -78,20 +55,13 @@ def _pearson(obs: np.ndarray, exp: np.ndarray) -> tuple[float, int]:
     return float(((o - e) ** 2 / e).sum()), o.shape[1] - 1  # (bins-1)(S-1) with S = 1 or 2
 
 
-def transition_counts(seqs: np.ndarray, vocab_size: int) -> np.ndarray:
-    """(V, V) counts of token j following token i along each row of `seqs` (B, L)."""
-    seqs = np.asarray(seqs, np.int64)
-    flat = seqs[:, :-1].reshape(-1) * vocab_size + seqs[:, 1:].reshape(-1)
-    return np.bincount(flat, minlength=vocab_size * vocab_size).reshape(vocab_size, vocab_size)
-
-
 def goodness_of_fit(counts: np.ndarray, probs: np.ndarray) -> float:
     """p-value that counts[i] ~ Multinomial(n_i, probs[i]) for every previous token i; (V, V) both."""
     stat, dof = 0.0, 0
     for obs, p in zip(counts.astype(np.float64), probs.astype(np.float64)):
         s, d = _pearson(obs[None], obs.sum() * p[None])
         stat, dof = stat + s, dof + d
-    return chi2_sf(stat, dof)
+    return _p_value(stat, dof)
 
 
 def homogeneity(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,4 +74,4 @@ def homogeneity(a: np.ndarray, b: np.ndarray) -> float:
             continue  # a token one sampler never visited says nothing about the two samplers
         s, d = _pearson(obs, n * obs.sum(0) / n.sum())
         stat, dof = stat + s, dof + d
-    return chi2_sf(stat, dof)
+    return _p_value(stat, dof)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax.config import UserError
+from bigram_jax.errors import UserError
 from bigram_jax.data import check_ids
 from bigram_jax.model import table_of
 from bigram_jax.parallel import to_host

@@ -1,0 +1,191 @@
+"""The training job, top to bottom: set up, train in fused chunks with exact evals and checkpoints, summarize.
+
+    train_and_evaluate(cfg)
+      setup       corpus, floors, mesh, state (fresh or restored), device data, the compiled chunk
+      train_loop  chunks of steps until max_iters; evals, checkpoints and stop signals between chunks
+      summarize   summary.json and the lecture's closing sample
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from bigram_jax import checkpoint as ckpt_lib
+from bigram_jax import evaluate, parallel
+from bigram_jax.config import Config
+from bigram_jax.corpus import Corpus, load_corpus
+from bigram_jax.data import CharTokenizer, TokenIds
+from bigram_jax.errors import Interrupted
+from bigram_jax.sampling import generate
+from bigram_jax.loss import resolve_loss
+from bigram_jax.model import BigramLanguageModel, table_of
+from bigram_jax.progress import Progress
+from bigram_jax.run_dir import RunDir
+from bigram_jax.train import TrainState, init_state, lr_schedule, train_steps
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything the loop needs, built once by `setup`."""
+
+    cfg: Config
+    corpus: Corpus
+    mesh: Any
+    checkpoints: ckpt_lib.Checkpoints
+    state: TrainState
+    step_fn: Callable  # (state, train_data, n) -> (state, sum of n batch losses): compiled once
+    train_data: jax.Array  # the train split on the device(s)
+    counts: dict  # each split's transition counts on the device(s), for exact evaluation
+    floors: dict  # the best losses any bigram table reaches
+    compile_s: float
+    say: Callable  # print, in the process that speaks for all (process 0); a no-op elsewhere
+
+    def exact(self, params: Any) -> tuple[float, float]:
+        """Exact (train, val) losses over every position of each split."""
+        model = BigramLanguageModel(self.corpus.tokenizer.vocab_size)
+        return tuple(float(evaluate.exact(model, params, self.counts[s])) for s in ("train", "val"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """What the loop ends with."""
+
+    state: TrainState
+    losses: tuple[float, float]  # exact (train, val) at the last step
+    start_step: int  # where this run started (0, or the resumed checkpoint's step)
+    train_s: float  # seconds inside the compiled chunks
+
+
+def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tensorboard: bool = False) -> dict:
+    """Train from scratch (or from `resume`) to cfg.max_iters; returns the summary."""
+    t_start = time.perf_counter()
+    job = setup(cfg, resume)
+    with job.checkpoints, RunDir(cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
+        trained = train_loop(job, run)
+        return summarize(job, trained, run)
+
+
+def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
+    """Load the corpus, build the mesh, restore or create the state, put the data on the devices, compile."""
+    corpus = load_corpus(cfg)
+    V = corpus.tokenizer.vocab_size
+    say = print if parallel.is_primary() else (lambda *a, **k: None)  # one process speaks for all
+    mesh = parallel.make_mesh(cfg, V)
+    if resume is not None:
+        ckpt_lib.check_compatible(resume, corpus, say)
+    checkpoints = resume.checkpoints if resume is not None else ckpt_lib.open_fresh(cfg)
+    try:
+        state = _initial_state(cfg, V, mesh, resume, say)
+        say(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
+        say(parallel.describe(mesh))
+        say(f"data: {corpus.path} ({len(corpus.train):,} train / {len(corpus.val):,} val tokens, vocab {V})")
+        floor_t = evaluate.floor_train(corpus.train_counts)
+        floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
+        say(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} "
+            f"(train counts, add-{alpha:.3g} smoothing)")
+        put = lambda x: parallel.replicate(x, mesh)  # noqa: E731
+        dtype = table_of(state.params).dtype
+        counts = {s: evaluate.device_counts(c, dtype, put)
+                  for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
+        train_data = put(corpus.train)
+        t0 = time.perf_counter()
+        # compiled ahead of time, once: the step count is a traced argument, so every chunk reuses it
+        step_fn = train_steps.lower(state, train_data, np.int32(1), cfg, mesh).compile()
+    except BaseException:
+        checkpoints.close()
+        raise
+    floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
+    return Job(cfg, corpus, mesh, checkpoints, state, step_fn, train_data, counts, floors,
+               time.perf_counter() - t0, say)
+
+
+def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | None, say: Callable) -> TrainState:
+    """The latest checkpoint's state restored into this mesh's shardings, or a fresh one created in place."""
+    abstract = jax.eval_shape(lambda: init_state(cfg, V))
+    if resume is not None:  # any mesh can resume any checkpoint: orbax lands each shard on its device
+        state = resume.checkpoints.restore_state(resume.step, parallel.abstract_on(abstract, mesh))
+        say(f"resumed from {resume.checkpoints.directory / str(resume.step)} (step {resume.step})")
+        return state
+    # init compiled as one program, each array created in place on its devices
+    shardings = parallel.shardings(abstract, mesh)
+    return jax.jit(init_state, static_argnums=(0, 1), out_shardings=shardings)(cfg, V)
+
+
+def train_loop(job: Job, run: RunDir) -> Trained:
+    """Run chunks of steps to cfg.max_iters; eval, log and checkpoint at their steps; stop on a signal.
+
+    Each chunk ends at the next eval or checkpoint step and lasts about cfg.chunk_seconds, so a SIGTERM or
+    SIGINT is honoured within about that time. The host syncs once per chunk, never per step.
+    """
+    cfg, state = job.cfg, job.state
+    step = start = int(state.step)
+    tokens_per_step = cfg.batch_size * cfg.block_size
+    ckpt_every = cfg.checkpoint_every or cfg.eval_interval
+    losses = job.exact(state.params)
+    if step == 0:  # a resumed run logged its starting step before it stopped
+        run.log_eval(step, *losses, batch_loss=None, lr=float(lr_schedule(cfg)(step)))
+    chunk, train_s, window_s, loss_sum, since = min(64, cfg.eval_interval), 0.0, 0.0, 0.0, 0
+    with Progress(cfg.max_iters, step, enabled=run.primary) as bar:
+        while step < cfg.max_iters:
+            target = min(_next(step, cfg.eval_interval), _next(step, ckpt_every), cfg.max_iters)
+            n = min(target - step, chunk)
+            t = time.perf_counter()
+            state, chunk_loss = job.step_fn(state, job.train_data, np.int32(n))
+            loss_sum += float(chunk_loss)  # one sync per chunk, for the clock and the signal check
+            dt = time.perf_counter() - t
+            train_s, window_s, since, step = train_s + dt, window_s + dt, since + n, step + n
+            chunk = max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6)))
+            stop, chunk = parallel.agree(run.stop_signal, chunk)  # every process runs the same steps
+            bar.update(step, (step - start) * tokens_per_step / max(train_s, 1e-9))
+            at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
+            at_ckpt = step % ckpt_every == 0 or step == cfg.max_iters
+            if at_eval or at_ckpt or stop:
+                losses = job.exact(state.params)
+            if at_eval:
+                run.log_eval(step, *losses, batch_loss=loss_sum / since, lr=float(lr_schedule(cfg)(step - 1)),
+                             tokens_per_second=since * tokens_per_step / max(window_s, 1e-9))
+                loss_sum, since, window_s = 0.0, 0, 0.0
+            if at_ckpt or stop:
+                job.checkpoints.save(state, ckpt_lib.make_meta(cfg, job.corpus, *losses), losses[1])
+            if stop:
+                raise Interrupted(stop, step)
+    return Trained(state, losses, start, train_s)
+
+
+def _next(step: int, every: int) -> int:
+    """The first multiple of `every` after `step`."""
+    return (step // every + 1) * every
+
+
+def summarize(job: Job, trained: Trained, run: RunDir) -> dict:
+    """The run's figures as summary.json, with the lecture's closing sample."""
+    cfg, V, state = job.cfg, job.corpus.tokenizer.vocab_size, trained.state
+    step, train_s = int(state.step), trained.train_s
+    tokens = (step - trained.start_step) * cfg.batch_size * cfg.block_size
+    summary = {
+        "step": step, "train_loss": trained.losses[0], "val_loss": trained.losses[1], **job.floors,
+        "tokens_per_second": tokens / train_s if train_s else None, "train_seconds": train_s,
+        "compile_seconds": job.compile_s, "wall_seconds": run.elapsed(),
+        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "mesh": dict(job.mesh.shape), "processes": jax.process_count(), **parallel.shard_report(state),
+        "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
+        "vocab_size": V, "data_sha256": job.corpus.sha256,
+    }
+    if cfg.sample_tokens:  # every process samples (the table may be spread over all of them); one prints
+        summary["sample"] = sample_text(state.params, cfg, job.corpus.tokenizer)
+        job.say(summary["sample"])
+    summary["wall_seconds"] = run.elapsed()
+    run.write_summary(summary)
+    return summary
+
+
+def sample_text(params: dict, cfg: Config, tokenizer: CharTokenizer | TokenIds) -> str:
+    """The lecture's closing sample: `sample_tokens` tokens after a context of id 0 ('\\n' in tinyshakespeare)."""
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 1)  # its own stream, apart from init and batches
+    idx = np.zeros((1, 1), np.int32)
+    out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None)
+    return tokenizer.decode(out[0])
