@@ -1,21 +1,13 @@
-"""Benchmark bigram_jax against the lecture's torch code (torch_ref.model), side by side in one run.
+"""Benchmark bigram_jax against the lecture's torch code; writes bench.json and docs/benchmarks.md.
 
-    python scripts/bench.py [--quick] [--only compile,train,scale,generate,eval,job,limits] [--repeats N] [--out F]
-
-Each figure is the median of --repeats timed blocks after a warm-up, compile time kept apart and
-`block_until_ready` before every clock read. The contenders of one measurement are interleaved repeat by
-repeat, so on a shared, noisy machine the ratios of one run are the figures to quote. Writes --out (JSON)
-and prints markdown tables.
+See `python scripts/bench.py --help`; the machinery is bigram_jax.bench.
 """
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from bench_parts.cli import main  # noqa: E402  (scripts/, this file's folder, is on sys.path when run)
+from bigram_jax.bench.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

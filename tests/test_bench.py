@@ -1,16 +1,20 @@
-"""Smoke test of scripts/bench.py: every section runs at tiny sizes and writes sane JSON (no timing asserts)."""
+"""Smoke test of scripts/bench.py: every section runs at tiny sizes, writes sane JSON and a page that names the
+machine and no absolute path (no timing asserts: the figures of a shared CI machine are noise)."""
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
 
 SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "limits")
 # fitted exponents can come out at or below zero at --quick sizes; errors and load can be exactly zero
 MAY_BE_ZERO = {"ours_exponent", "lecture_exponent", "exact_vs_float64", "estimate_abs_error_median",
                "estimate_abs_error_max", "loadavg", "sizes"}
+# "/a/b" not inside a relative path ("torch_ref/model.py", "./scripts"), a ratio ("a / b") or a URL ("https://")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/[\w.+-]+/")
 
 
 def numbers(node, path: tuple = ()):
@@ -25,13 +29,12 @@ def numbers(node, path: tuple = ()):
         yield path, node
 
 
-def test_quick_bench_writes_every_figure(tmp_path: Path, shakespeare_path: Path):
-    out = tmp_path / "bench.json"
-    r = run_script("bench.py", "--quick", "--out", str(out), timeout=240)
-    assert r.returncode == 0, r.stderr[-3000:]
-    doc = json.loads(out.read_text())
-    assert {"machine", "backend", "versions", "torch_threads", "repeats", "results", "goals"} <= set(doc)
+def check_json(doc: dict) -> None:
+    """The run's JSON: every section, every contender, every figure a finite number (positive unless it may be 0)."""
+    assert {"machine", "backend", "device_kind", "versions", "torch_threads", "repeats", "results"} <= set(doc)
+    assert "goals" not in doc  # the report states measured figures only
     assert doc["backend"] == "cpu" and doc["quick"] is True
+    assert doc["tuned_torch_batch"] == "torch_ref/baselines.py get_batch_fast"
     res = doc["results"]
     assert set(res) == set(SECTIONS)
     for shape in ("32x8", "64x32"):
@@ -47,5 +50,52 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, shakespeare_path: Path)
     for path, v in figures:
         assert math.isfinite(v), path
         assert v > 0 or MAY_BE_ZERO & set(path), path
-    assert {g["goal"].split(":")[0] for g in doc["goals"]} >= {"train 32x8", "whole lecture job", "exact eval"}
-    assert "| B x T |" in r.stdout and "**Goals**" in r.stdout
+
+
+def check_page(page: str, doc: dict, private: list[Path]) -> None:
+    """The page: the machine named, every section's table, no absolute path of this machine."""
+    m, v = doc["machine"], doc["versions"]
+    for fact in (m["cpu"], f"| cores | {m['cores']} |", "GiB", f"{v['jax']} / {v['jaxlib']}", v["torch"],
+                 f"cpu: {doc['device_count']} device(s) of kind `{doc['device_kind']}`",
+                 "not yet measured on a GPU or TPU", "--quick"):
+        assert fact in page, fact
+    for title in ("Training: tokens/s", "How training cost grows", "Generation: seconds", "Evaluation of both",
+                  "Whole job", "Compile and import", "measured peak rates", "The counts step"):
+        assert title in page, title
+    assert "| B x T |" in page and "`scripts/train.py" in page and "tinyshakespeare.txt" in page
+    assert "goal" not in page.lower() and "target" not in page.lower()  # measured figures only, no verdicts
+    for p in private:
+        assert str(p) not in page, p
+    assert not ABSOLUTE_PATH.search(page), ABSOLUTE_PATH.search(page)
+
+
+def test_quick_bench_writes_every_figure_and_the_page(tmp_path: Path, shakespeare_path: Path):
+    """The quick bench end to end, its page in a temp folder: the committed docs/benchmarks.md is not touched."""
+    out, md = tmp_path / "bench.json", tmp_path / "docs" / "benchmarks.md"
+    committed = ROOT / "docs" / "benchmarks.md"
+    before = committed.read_bytes() if committed.exists() else None
+    r = run_script("bench.py", "--quick", "--out", str(out), "--markdown", str(md), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    check_json(doc)
+    page = md.read_text()
+    check_page(page, doc, [ROOT, shakespeare_path.resolve(), tmp_path, Path.home()])
+    assert page in r.stdout  # the page is also printed
+    assert (committed.read_bytes() if committed.exists() else None) == before  # a smoke run leaves docs/ alone
+
+
+def test_partial_runs_never_default_to_the_committed_page():
+    """Only a full run at full size replaces docs/benchmarks.md unless --markdown says otherwise."""
+    from bigram_jax.bench.cli import DOCS_PAGE, markdown_path, parser
+
+    assert markdown_path(parser().parse_args([])) == DOCS_PAGE
+    for argv in (["--quick"], ["--only", "train"]):
+        assert markdown_path(parser().parse_args(argv)) != DOCS_PAGE, argv
+    assert markdown_path(parser().parse_args(["--quick", "--markdown", "x.md"])) == Path("x.md")
+
+
+def test_bad_flag_is_one_line():
+    """A bad flag: one line on stderr, status 2, before any section runs."""
+    r = run_script("bench.py", "--only", "nope", timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith("bench.py: error: --only")

@@ -12,13 +12,12 @@ import torch
 
 import torch_ref.model as ref
 from bigram_jax.config import Config
-from bigram_jax.generate import generate
+from bigram_jax.sampling import generate
 from bigram_jax.model import table_of
 from bigram_jax.train import init_state, train_steps
 
 from .timing import Fn, curve, median_per_unit
 
-SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "limits")
 LOSSES, SAMPLERS = ("counts", "gather"), ("cdf", "categorical")
 
 
@@ -70,11 +69,12 @@ class Ctx:
         if (B, T, loss) not in self.memo:
             cfg, data = Config(batch_size=B, block_size=T, loss=loss), jnp.asarray(self.corpus.train)
             box = [init_state(cfg, self.V)]
-            t = time.perf_counter()
+            t = time.perf_counter()  # compiled ahead, so the timed blocks never include compilation
             step = train_steps.lower(box[0], data, jnp.int32(1), cfg).compile()
             compile_s = time.perf_counter() - t
 
             def run(n: int) -> None:
+                """n more steps from where the last call left off (the state is donated, so kept in a box)."""
                 box[0], loss_sum = step(box[0], data, jnp.int32(n))
                 loss_sum.block_until_ready()
             self.memo[B, T, loss] = run, compile_s, lambda n: step(init_state(cfg, self.V), data, jnp.int32(n))[0]

@@ -9,7 +9,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from . import ROOT
+from .paths import ROOT
 
 Fn = Callable[[int], Any]  # fn(n) does n units of work and syncs before returning
 

@@ -1,14 +1,19 @@
-"""The torch contenders beside the lecture's: a tuned get_batch, a last-token generate, a timed train loop."""
+"""The torch contenders beside the lecture's code: a tuned get_batch, a last-token generate, a timed train loop.
+
+The lecture's own code (torch_ref.model) is the baseline the benchmark reports; these are the best plain
+torch we found for the same work, so a speed-up is never quoted only against the lecture's teaching code.
+Needs only torch, like torch_ref.model: a benchmark of it pays no JAX start-up.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.nn import functional as F
 
 import torch_ref.model as ref
 
-from .timing import Fn
+Fn = Callable[[int], Any]  # fn(n) does n units of work and returns when they are done (bigram_jax.bench.timing)
 
 
 def get_batch_fast(data: torch.Tensor, batch_size: int, block_size: int, device: str = "cpu") -> tuple:
@@ -35,6 +40,7 @@ def torch_trainer(data: torch.Tensor, V: int, B: int, T: int, batch_fn: Callable
     opt = ref.make_optimizer(model)
 
     def run(n: int) -> None:
+        """n train steps, torch pinned to `threads` for their duration (restored after, even on error)."""
         default = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)

@@ -1,0 +1,11 @@
+"""The benchmark behind scripts/bench.py: bigram_jax against the lecture's torch code, side by side in one run.
+
+- `timing`: medians of interleaved blocks, cost curves, whole-process wall time and peak RSS;
+- `context`: what the sections measure (`Sizes`) and what they share (`Ctx`);
+- `sections`: compile, train, scale and generate; `evaluation`: exact against estimated losses;
+  `whole_job`: scripts/train.py against the lecture's script as processes; `limits`: this machine's peak rates;
+- `machine`: the machine and library versions a run names; `paths`: repo-relative paths for anything shown;
+- `tables`: the figures as markdown tables; `page`: docs/benchmarks.md; `cli`: the command.
+
+The torch contenders beside the lecture's own code live in `torch_ref.baselines`.
+"""

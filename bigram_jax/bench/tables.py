@@ -1,0 +1,122 @@
+"""A run's figures as markdown tables, one function per section; measured figures and their ratios only."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .context import SAMPLERS
+
+
+def si(x: float) -> str:
+    """A rate with a k/M/G suffix, 3 significant digits."""
+    scale, prefix = next(((s, p) for s, p in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if abs(x) >= s), (1, ""))
+    return f"{x / scale:.3g}{prefix}"
+
+
+def secs(x: float) -> str:
+    """A duration in us, ms or s."""
+    return f"{x * 1e6:.3g} us" if x < 1e-3 else f"{x * 1e3:.3g} ms" if x < 1 else f"{x:.3g} s"
+
+
+def times(a: float, b: float) -> str:
+    """The ratio a / b as '12.3x'."""
+    return f"{a / b:.3g}x"
+
+
+def md(title: str, headers: list[str], rows: list[list], level: int = 3) -> list[str]:
+    """A markdown table under a heading of `level`, as lines."""
+    return ["", f"{'#' * level} {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
+
+
+def train_tables(doc: dict) -> list[str]:
+    """Training tokens/s (and us per step) of every contender at each (B, T)."""
+    names = ("jax_counts", "jax_gather", "torch_lecture", "torch_tuned", "torch_tuned_1thread")
+    rows = [[k, *(f"{si(v[n]['tokens_per_s'])} ({v[n]['us_per_step']:.3g} us)" for n in names),
+             times(v["jax_counts"]["tokens_per_s"], v["torch_lecture"]["tokens_per_s"]),
+             times(v["jax_counts"]["tokens_per_s"], v["torch_tuned"]["tokens_per_s"])]
+            for k, v in doc["results"]["train"].items()]
+    return md("Training: tokens/s (us per step)", ["B x T", "jax counts", "jax gather", "torch lecture",
+              "torch tuned", "torch tuned, 1 thread", "counts / lecture", "counts / tuned"], rows)
+
+
+def scale_tables(doc: dict) -> list[str]:
+    """How training tokens/s and generation seconds grow with the work per call."""
+    s = doc["results"]["scale"]
+    rows = [[f"{k} ({v['B']}x{v['T']})", si(v["jax_counts"]), si(v["jax_gather"]), si(v["torch_tuned"]),
+             times(v["jax_counts"], v["torch_tuned"])] for k, v in s["train_tokens_per_s"].items()]
+    out = md("How training cost grows: tokens/s", ["tokens/step (B x T)", "jax counts", "jax gather",
+             "torch tuned", "counts / tuned"], rows)
+    lec, ours = dict(s["lecture_generate_s"]), s["generate_s"]
+    rows = [[n, *(secs(ours[str(n)][f"jax_{k}"]) if str(n) in ours else "-" for k in SAMPLERS),
+             secs(lec[n]) if n in lec else "not run"] for n in sorted({int(n) for n in ours} | set(lec))]
+    return out + md(f"How generation cost grows: seconds for one sequence (t ~ n^p: jax cdf p = "
+                    f"{s['ours_exponent']:.2f}, lecture p = {s['lecture_exponent']:.2f}; the lecture's was stopped "
+                    f"after {s['lecture_stopped_at']} tokens)", ["new tokens", "jax cdf", "jax categorical",
+                    "torch lecture"], rows)
+
+
+def generate_tables(doc: dict) -> list[str]:
+    """Generation seconds of each contender, one long and many short sequences."""
+    rows = []
+    for k, v in doc["results"]["generate"].items():
+        t = v["seconds"]
+        rows.append([k, secs(t["jax_cdf"]), secs(t["jax_categorical"]),
+                     secs(t["torch_lecture"]) + (" (extrapolated)" if v["lecture_extrapolated"] else ""),
+                     secs(t["torch_last_token"]), times(t["torch_lecture"], t["jax_cdf"]),
+                     times(t["torch_lecture"], t["jax_categorical"]), times(t["torch_last_token"], t["jax_cdf"])])
+    return md("Generation: seconds", ["B x N", "jax cdf", "jax categorical", "torch lecture", "torch last-token",
+              "lecture / cdf", "lecture / categorical", "last-token / cdf"], rows)
+
+
+def eval_tables(doc: dict) -> list[str]:
+    """Time and error of the exact evaluation against the estimates."""
+    e, t = doc["results"]["eval"], doc["results"]["eval"]["seconds"]
+    err = lambda k: "/".join(f"{e['estimate_abs_error_median'][k][p]:.2g}" for p in ("train", "val"))  # noqa: E731
+    rounding = "/".join(f"{v:.1g}" for v in e["exact_vs_float64"].values())
+    return md("Evaluation of both splits", ["method", "time", "abs. error vs exact (train/val, median)"], [
+        ["jax exact, from counts", secs(t["jax_exact"]), f"none (float32 rounding {rounding})"],
+        ["counting both splits, once a run", secs(t["count_splits"]), "-"],
+        [f"jax {doc['sizes']['eval_iters']}-batch estimate", secs(t["jax_estimate"]), err("jax_estimate")],
+        ["torch lecture estimate_loss", secs(t["torch_lecture"]), err("torch_lecture")],
+        ["lecture / exact", times(t["torch_lecture"], t["jax_exact"]), ""]])
+
+
+def job_tables(doc: dict) -> list[str]:
+    """Wall time and peak RSS of the two whole jobs."""
+    j = doc["results"]["job"]
+    return md(f"Whole job ({j['steps']} steps, eval every {j['eval_interval']}, {j['sample_tokens']} sampled "
+              f"tokens): medians of {len(j['runs']['jax'])} alternated runs", ["process", "wall", "peak RSS"],
+              [*([f"`{j['commands'][k]}`", secs(j[k]["wall_s"]), f"{j[k]['peak_rss_mib']:.0f} MiB"]
+                 for k in ("jax", "torch")),
+               ["jax / torch", times(j["jax"]["wall_s"], j["torch"]["wall_s"]),
+                times(j["jax"]["peak_rss_mib"], j["torch"]["peak_rss_mib"])]])
+
+
+def compile_tables(doc: dict) -> list[str]:
+    """Compile and import seconds."""
+    c = doc["results"]["compile"]
+    return md("Compile and import: seconds", ["what", "seconds"], [[k, f"{v:.3g}"] for k, v in c.items()
+              if k != "import_s"] + [[f"import {k}", f"{v:.3g}"] for k, v in c["import_s"].items()])
+
+
+def limits_tables(doc: dict) -> list[str]:
+    """This machine's peak rates, and the counts step against the bounds they set."""
+    r = doc["results"]["limits"]
+    out = md("This machine's measured peak rates", ["rate", "value"], [[k, f"{v:.3g}"] for k, v in r["rates"].items()])
+    cols = ("memory_bound_us", "compute_bound_us", "practical_floor_us", "measured_us")
+    return out + md("The counts step against those limits", ["B x T", "bytes", "flops", "memory bound",
+                    "compute bound", "practical floor", "measured", "bound / measured", "floor / measured"],
+                    [[k, si(v["bytes"]), si(v["flops"]), *(f"{v[f]:.3g} us" for f in cols),
+                      f"{v['fraction_of_bound']:.0%}", f"{v['fraction_of_floor']:.0%}"]
+                     for k, v in r["counts_step"].items()])
+
+
+# In the order the page shows them: throughput first, then what explains it
+TABLES: dict[str, Callable[[dict], list[str]]] = {
+    "train": train_tables, "scale": scale_tables, "generate": generate_tables, "eval": eval_tables,
+    "job": job_tables, "compile": compile_tables, "limits": limits_tables}
+
+
+def tables(doc: dict) -> list[str]:
+    """The tables of every section that ran, as markdown lines."""
+    return [ln for name, fn in TABLES.items() if name in doc["results"] for ln in fn(doc)]
