@@ -24,7 +24,7 @@ from bigram_jax.model import BigramLanguageModel
 logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save, and read-only notes, through absl
 
 # settings of the machine a run happens to use, not of the run: a resumed run does not inherit them
-MACHINE_KEYS = ("out_dir", "model_parallel")
+MACHINE_KEYS = ("out_dir", "model_parallel", "data_on")
 # settings that change what a resumed run computes; other keys (max_iters, out_dir, ...) may change freely
 RESULT_KEYS = ("batch_size", "block_size", "learning_rate", "weight_decay", "beta1", "beta2", "eps",
                "lr_schedule", "warmup_iters", "min_lr", "grad_clip", "loss", "seed", "train_frac", "val_data")

@@ -81,7 +81,7 @@ def _compile_cache() -> None:
     """Keep compiled programs in the user cache: a second run skips most of its compile time."""
     import jax
 
-    from bigram_jax.data import cache_dir
+    from bigram_jax.cache import cache_dir
 
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

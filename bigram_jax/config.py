@@ -19,6 +19,7 @@ def _field(default: Any, help: str) -> Any:
 
 Loss = Literal["auto", "counts", "gather"]
 Schedule = Literal["constant", "cosine"]
+Home = Literal["auto", "device", "host"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Config:
     # devices
     model_parallel: int = _field(0, "shard the table's rows (and AdamW moments) over N devices; 0 = auto "
                                  "(only when it would not fit one)")
+    data_on: Home = _field("auto", "where the training tokens live: device (a copy on every device) | host "
+                           "(memory-mapped; each step's windows gathered on the host and fed) | auto (device when "
+                           "the copy fits the device's budget; on CPU, up to 64M tokens); the same batches")
     # evaluation, logging, sampling
     eval_interval: int = _field(300, "exact train/val loss every N steps")
     chunk_seconds: float = _field(0.25, "wall time of one fused chunk of steps (bounds the reaction to "

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from bigram_jax import data as data_lib
+from bigram_jax import token_file
 from bigram_jax.config import Config
 from bigram_jax.counts import pair_ids
 from bigram_jax.errors import UserError
+from bigram_jax.token_file import TokenFile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,52 +61,74 @@ class PairCounts:
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """A tokenized corpus, split, with each split's transition counts (sparse: any V fits)."""
+    """A tokenized corpus, split, with each split's transition counts (sparse: any V fits).
+
+    Token-id splits are views of a memory map: nothing is read until a batch or a count needs it.
+    """
 
     path: Path
     sha256: str
     tokenizer: data_lib.CharTokenizer | data_lib.TokenIds
-    train: np.ndarray
+    train: np.ndarray  # (N_train,) ids: an int32 array (text) or a memory-mapped view (token files)
     val: np.ndarray
     train_counts: PairCounts
     val_counts: PairCounts
+    train_file: TokenFile | None = None  # the file `train` maps, to detect a change during the run
 
 
-def _token_splits(cfg: Config, path: Path) -> tuple[np.ndarray, np.ndarray, str, int]:
-    """(train, val, sha256, V) of token-id data: one file split by train_frac, or separate train/val files."""
-    ids, sha = data_lib.read_tokens(path)
-    if cfg.val_data:
-        val, val_sha = data_lib.read_tokens(Path(cfg.val_data))
-        train, sha = ids, hashlib.sha256(f"{sha}+{val_sha}".encode()).hexdigest()
-    else:
-        train, val = data_lib.split(ids, cfg.train_frac)
-    top = int(max(train.max(initial=0), val.max(initial=0)))
+def _file_counts(tf: TokenFile, lo: int, hi: int, stride: int, V: int) -> PairCounts:
+    """The split tokens[lo:hi]'s counts, streamed (or cached), as PairCounts over V."""
+    ids, n = token_file.split_counts(tf, lo, hi, stride)
+    if stride != V:  # counted with stride = largest id + 1; the run's V may be padded
+        ids = (ids // stride) * V + ids % stride
+    return PairCounts(ids.astype(np.int64), n.astype(np.float64), V)
+
+
+def _token_corpus(cfg: Config, path: Path) -> Corpus:
+    """Token-id data: one file split by train_frac, or separate train/val files; memory-mapped, counted once."""
+    tf = token_file.open_tokens(path)
+    vf = token_file.open_tokens(Path(cfg.val_data)) if cfg.val_data else None
+    n_train = len(tf.tokens) if vf else int(cfg.train_frac * len(tf.tokens))
+    _check_lengths(cfg, n_train, len(vf.tokens) if vf else len(tf.tokens) - n_train)
+    scans = [token_file.scan(f) for f in (tf, vf) if f is not None]
+    if min(s.min_id for s in scans) < 0:
+        raise UserError(f"{path if scans[0].min_id < 0 else vf.path} holds a negative token id")
+    top = max(s.max_id for s in scans)
+    if top >= 2**31:
+        raise UserError(f"the data holds token ids too large for int32 ({top})")
     V = cfg.vocab_size or top + 1
     if top >= V:
         raise UserError(f"token id {top} in the data is out of range for vocab_size {V}")
-    return train, val, sha, V
+    sha = scans[0].sha256 if vf is None else hashlib.sha256(f"{scans[0].sha256}+{scans[1].sha256}".encode()).hexdigest()
+    val_file, lo, hi = (vf, 0, len(vf.tokens)) if vf else (tf, n_train, len(tf.tokens))
+    return Corpus(path=path, sha256=sha, tokenizer=data_lib.TokenIds(V), train=tf.tokens[:n_train],
+                  val=val_file.tokens[lo:hi], train_counts=_file_counts(tf, 0, n_train, top + 1, V),
+                  val_counts=_file_counts(val_file, lo, hi, top + 1, V), train_file=tf)
+
+
+def _check_lengths(cfg: Config, n_train: int, n_val: int) -> None:
+    """Each split long enough for a batch window and a transition."""
+    if n_train <= cfg.block_size:
+        raise UserError(f"corpus too short: the train split has {n_train} tokens, "
+                        f"block_size {cfg.block_size} needs at least {cfg.block_size + 1}")
+    if n_val < 2:
+        raise UserError(f"corpus too short: the val split has {n_val} token(s), at least 2 are needed")
 
 
 def load_corpus(cfg: Config) -> Corpus:
     """Read, tokenize and split the corpus; count every transition of each split once."""
     path = data_lib.resolve_corpus(cfg.data)
-    if path.suffix in data_lib.TOKEN_SUFFIXES:
-        train, val, sha, V = _token_splits(cfg, path)
-        tok = data_lib.TokenIds(V)
-    else:
-        if cfg.val_data:
-            raise UserError("--val-data needs token-id --data (.bin or .npy); text data is split by --train-frac")
-        text, sha = data_lib.load_text(path)
-        tok = data_lib.CharTokenizer.from_text(text)
-        if cfg.vocab_size not in (0, tok.vocab_size):
-            raise UserError(f"vocab_size applies to token-id data; this text has {tok.vocab_size} characters, "
-                            f"not {cfg.vocab_size}")
-        train, val = data_lib.split(tok.encode(text), cfg.train_frac)
-    if len(train) <= cfg.block_size:
-        raise UserError(f"corpus too short: the train split has {len(train)} tokens, "
-                        f"block_size {cfg.block_size} needs at least {cfg.block_size + 1}")
-    if len(val) < 2:
-        raise UserError(f"corpus too short: the val split has {len(val)} token(s), at least 2 are needed")
+    if path.suffix in token_file.TOKEN_SUFFIXES:
+        return _token_corpus(cfg, path)
+    if cfg.val_data:
+        raise UserError("--val-data needs token-id --data (.bin or .npy); text data is split by --train-frac")
+    text, sha = data_lib.load_text(path)
+    tok = data_lib.CharTokenizer.from_text(text)
+    if cfg.vocab_size not in (0, tok.vocab_size):
+        raise UserError(f"vocab_size applies to token-id data; this text has {tok.vocab_size} characters, "
+                        f"not {cfg.vocab_size}")
+    train, val = data_lib.split(tok.encode(text), cfg.train_frac)
+    _check_lengths(cfg, len(train), len(val))
     V = tok.vocab_size
     return Corpus(path=path, sha256=sha, tokenizer=tok, train=train, val=val,
                   train_counts=PairCounts.of(train, V), val_counts=PairCounts.of(val, V))

@@ -5,8 +5,9 @@ of those ids, over a different span of tokens:
 - `dense_counts`: a whole split on the host, (V, V) float64 (exact evaluation and floors for small V);
 - `PairCounts` (in corpus.py): the same, sparse, for any V;
 - `batch_counts`: one batch (x, y) inside jit, (V, V) (the counts loss);
-- `window_counts`: K steps' batches at once from their window starts, (K, V, V) (the fused train loop);
-- `sequence_counts`: along the rows of sampled sequences, (V, V) (the sampler's chi-square checks).
+- `window_counts`: K steps' batches at once from their windows, (K, V, V) (the fused train loop);
+- `sequence_counts`: along the rows of sampled sequences, (V, V) (the sampler's chi-square checks);
+- `PairCounter`: a whole file, streamed in chunks, dense while V x V is small, sparse beyond.
 """
 from __future__ import annotations
 
@@ -41,12 +42,39 @@ def batch_counts(x: jax.Array, y: jax.Array, vocab_size: int, dtype=jnp.float32)
     return jnp.bincount(flat, length=vocab_size * vocab_size).astype(dtype).reshape(vocab_size, vocab_size)
 
 
-def window_counts(pairs: jax.Array, ix: jax.Array, block_size: int, vocab_size: int) -> jax.Array:
-    """(K, V, V) counts of K steps' batches from their window starts ix (K, B), in one scatter.
-
-    `pairs` (N-1,) holds `pair_ids` of every position of the corpus: a window of T pair ids is a batch's (x, y).
-    """
-    K, V = ix.shape[0], vocab_size
-    w = jax.vmap(jax.vmap(lambda i: jax.lax.dynamic_slice(pairs, (i,), (block_size,))))(ix)  # (K, B, T)
-    flat = (w + (jnp.arange(K) * V * V)[:, None, None]).reshape(-1)  # step k's ids offset into its own table
+def window_counts(w: jax.Array, vocab_size: int) -> jax.Array:
+    """(K, V, V) counts of K steps' batches given their windows w (K, B, T + 1), in one scatter."""
+    K, V = w.shape[0], vocab_size
+    ids = pair_ids(w[..., :-1], w[..., 1:], V)  # (K, B, T)
+    flat = (ids + (jnp.arange(K) * V * V)[:, None, None]).reshape(-1)  # step k's ids offset into its own table
     return jnp.zeros(K * V * V, jnp.int32).at[flat].add(1, mode="promise_in_bounds").reshape(K, V, V)
+
+
+DENSE_MAX_PAIRS = 1 << 25  # a dense int64 table up to 256 MB (V <= 5792); past it the counts are kept sparse
+
+
+class PairCounter:
+    """Counts transitions fed chunk by chunk, in memory bounded by the counts themselves."""
+
+    def __init__(self, stride: int):
+        self.stride = stride  # pair id = i * stride + j
+        self.table = np.zeros(stride * stride, np.int64) if stride * stride <= DENSE_MAX_PAIRS else None
+        self.ids, self.n = np.zeros(0, np.int64), np.zeros(0, np.int64)  # sparse: sorted ids, their counts
+
+    def add(self, prev: np.ndarray, nxt: np.ndarray) -> None:
+        """Count the transitions prev[k] -> nxt[k]."""
+        ids = pair_ids(prev, nxt, self.stride)
+        if self.table is not None:
+            np.add.at(self.table, ids, 1)  # numpy's unbuffered fast path: faster than bincount's full-size pass
+            return
+        u, c = np.unique(ids, return_counts=True)
+        both, where = np.unique(np.concatenate([self.ids, u]), return_inverse=True)
+        self.n = np.bincount(where, weights=np.concatenate([self.n, c]), minlength=len(both)).astype(np.int64)
+        self.ids = both
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted pair ids, counts), int64, of every pair seen at least once."""
+        if self.table is None:
+            return self.ids, self.n
+        ids = np.flatnonzero(self.table)
+        return ids.astype(np.int64), self.table[ids]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 import urllib.request
 from pathlib import Path
@@ -11,7 +10,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from bigram_jax.cache import cache_dir
 from bigram_jax.errors import UserError
+from bigram_jax.token_file import check_regular
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -34,13 +35,17 @@ class CharTokenizer:
         return len(self.vocab)
 
     def encode(self, s: str) -> np.ndarray:
-        """String -> int32 ids; an unknown character is a UserError naming it."""
-        stoi = {ch: i for i, ch in enumerate(self.vocab)}
-        unknown = sorted({ch for ch in s if ch not in stoi})
-        if unknown:
+        """String -> int32 ids; an unknown character is a UserError naming it. Vectorized: the code points
+        (UTF-32) are looked up in one sorted array, not character by character in Python."""
+        points = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (len(s),)
+        table = np.frombuffer(self.vocab.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (V,), sorted: the vocab is
+        ids = np.minimum(np.searchsorted(table, points), max(len(table) - 1, 0))
+        bad = table[ids] != points if len(table) else np.ones(len(points), bool)
+        if bad.any():
+            unknown = sorted({chr(c) for c in points[bad].tolist()})
             shown = ", ".join(repr(ch) for ch in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
             raise UserError(f"{len(unknown)} character(s) not in the vocabulary: {shown}")
-        return np.fromiter((stoi[ch] for ch in s), dtype=np.int32, count=len(s))
+        return ids.astype(np.int32)
 
     def decode(self, ids) -> str:
         """Ids -> string."""
@@ -77,52 +82,6 @@ def tokenizer_for(vocab: str | None, vocab_size: int) -> CharTokenizer | TokenId
     return CharTokenizer(vocab) if isinstance(vocab, str) else TokenIds(vocab_size)
 
 
-TOKEN_SUFFIXES = (".bin", ".npy")
-
-
-def _read_data_file(path: Path) -> bytes:
-    """A data file's bytes; a missing or unreadable file is a UserError."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"data file not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read data file {path}: {e.strerror or e}") from None
-
-
-def read_tokens(path: Path) -> tuple[np.ndarray, str]:
-    """Token ids from a flat uint16 .bin (nanoGPT's train.bin/val.bin) or a 1-D integer .npy; (ids, sha256)."""
-    raw = _read_data_file(path)
-    if path.suffix == ".bin":
-        if len(raw) % 2:
-            raise UserError(f"{path} is not a flat uint16 token file: its size ({len(raw)} bytes) is odd")
-        ids = np.frombuffer(raw, dtype="<u2")
-    else:
-        try:
-            ids = np.load(io.BytesIO(raw), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise UserError(f"{path} is not a readable .npy array ({str(e).splitlines()[0] if str(e) else e!r})") from None
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise UserError(f"{path} must hold a 1-D integer array of token ids, got {ids.dtype} {ids.shape}")
-        if ids.size and ids.min() < 0:
-            raise UserError(f"{path} holds a negative token id ({ids.min()})")
-    if ids.size == 0:
-        raise UserError(f"data file is empty: {path}")
-    if ids.max() >= 2**31:
-        raise UserError(f"{path} holds token ids too large for int32 ({ids.max()})")
-    return ids.astype(np.int32), hashlib.sha256(raw).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def cache_dir() -> Path:
-    """Per-user cache folder (XDG_CACHE_HOME honoured)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigram_jax"
-
-
 def resolve_corpus(data: str) -> Path:
     """A path for `data`: a file path, or 'tinyshakespeare' via $BIGRAM_JAX_DATA, cache, then download."""
     if data != "tinyshakespeare":
@@ -130,7 +89,7 @@ def resolve_corpus(data: str) -> Path:
     if os.environ.get("BIGRAM_JAX_DATA"):
         return Path(os.environ["BIGRAM_JAX_DATA"])
     cached = cache_dir() / "tinyshakespeare.txt"
-    if cached.is_file() and _sha256(cached) == TINYSHAKESPEARE_SHA256:
+    if cached.is_file() and hashlib.sha256(cached.read_bytes()).hexdigest() == TINYSHAKESPEARE_SHA256:
         return cached
     try:
         with urllib.request.urlopen(TINYSHAKESPEARE_URL, timeout=30) as r:
@@ -150,7 +109,11 @@ def resolve_corpus(data: str) -> Path:
 
 def load_text(path: Path) -> tuple[str, str]:
     """Read a UTF-8 corpus; returns (text, sha256). Missing, empty or non-UTF-8 files are UserErrors."""
-    raw = _read_data_file(path)
+    check_regular(path)  # a FIFO or /dev/zero would block or read forever
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read data file {path}: {e.strerror or e}") from None
     if not raw:
         raise UserError(f"data file is empty: {path}")
     try:
@@ -173,9 +136,15 @@ def batch_offsets(key: jax.Array, n_tokens: int, batch_size: int, block_size: in
     return jax.random.randint(key, (batch_size,), 0, n_tokens - block_size)  # (B,)
 
 
+def window_slices(data: jax.Array, ix: jax.Array, block_size: int) -> jax.Array:
+    """data[i:i+T+1] for each start i of ix (any shape): x is a window but its last, y but its first; (..., T+1)."""
+    one = lambda i: jax.lax.dynamic_slice(data, (i,), (block_size + 1,))  # noqa: E731
+    return jax.vmap(jax.vmap(one))(ix) if ix.ndim == 2 else jax.vmap(one)(ix)
+
+
 def windows(data: jax.Array, ix: jax.Array, block_size: int) -> tuple[jax.Array, jax.Array]:
     """x = data[i:i+T], y = data[i+1:i+T+1] for each start i, read as one (T+1)-slice per row."""
-    w = jax.vmap(lambda i: jax.lax.dynamic_slice(data, (i,), (block_size + 1,)))(ix)  # (B, T+1)
+    w = window_slices(data, ix, block_size)  # (B, T+1)
     return w[:, :-1], w[:, 1:]  # (B, T), (B, T)
 
 

@@ -20,6 +20,7 @@ from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus, load_corpus
 from bigram_jax.data import CharTokenizer, TokenIds
 from bigram_jax.errors import Interrupted
+from bigram_jax.feed import HostFeed
 from bigram_jax.sampling import generate
 from bigram_jax.loss import resolve_loss
 from bigram_jax.model import BigramLanguageModel, table_of
@@ -37,8 +38,8 @@ class Job:
     mesh: Any
     checkpoints: ckpt_lib.Checkpoints
     state: TrainState
-    step_fn: Callable  # (state, train_data, n) -> (state, sum of n batch losses): compiled once
-    train_data: jax.Array  # the train split on the device(s)
+    advance: Callable  # (state, step, n) -> (state, sum of the n batch losses): compiled once
+    feed: HostFeed | None  # the host's window gatherer, when the corpus stays on the host
     counts: dict  # each split's transition counts on the device(s), for exact evaluation
     floors: dict  # the best losses any bigram table reaches
     compile_s: float
@@ -64,9 +65,13 @@ def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tenso
     """Train from scratch (or from `resume`) to cfg.max_iters; returns the summary."""
     t_start = time.perf_counter()
     job = setup(cfg, resume)
-    with job.checkpoints, RunDir(cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
-        trained = train_loop(job, run)
-        return summarize(job, trained, run)
+    try:
+        with job.checkpoints, RunDir(cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
+            trained = train_loop(job, run)
+            return summarize(job, trained, run)
+    finally:
+        if job.feed is not None:
+            job.feed.close()
 
 
 def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
@@ -87,20 +92,31 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
         floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
         say(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} "
             f"(train counts, add-{alpha:.3g} smoothing)")
-        put = lambda x: parallel.replicate(x, mesh)  # noqa: E731
         dtype = table_of(state.params).dtype
-        counts = {s: evaluate.device_counts(c, dtype, put)
+        counts = {s: evaluate.device_counts(c, dtype, lambda x: parallel.replicate(x, mesh))
                   for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
-        train_data = put(corpus.train)
         t0 = time.perf_counter()
-        # compiled ahead of time, once: the step count is a traced argument, so every chunk reuses it
-        step_fn = train_steps.lower(state, train_data, np.int32(1), cfg, mesh).compile()
+        advance, feed = _place_data(cfg, corpus, state, mesh, say)
     except BaseException:
         checkpoints.close()
         raise
     floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
-    return Job(cfg, corpus, mesh, checkpoints, state, step_fn, train_data, counts, floors,
-               time.perf_counter() - t0, say)
+    return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, time.perf_counter() - t0, say)
+
+
+def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, say: Callable
+                ) -> tuple[Callable, HostFeed | None]:
+    """The training tokens on the device(s), or left on the host and fed; the chunk program compiled once."""
+    home = parallel.data_home(cfg, len(corpus.train), corpus.tokenizer.vocab_size, mesh)
+    if cfg.data_on == "auto" and home == "host":
+        say(f"data: {len(corpus.train):,} train tokens stay on the host (memory-mapped), fed a block at a time")
+    if home == "host":
+        feed = HostFeed(corpus, cfg, state, mesh)
+        return feed.advance, feed
+    train_data = parallel.replicate(np.asarray(corpus.train, np.int32), mesh)
+    # compiled ahead of time, once: the step count is a traced argument, so every chunk reuses it
+    compiled = train_steps.lower(state, train_data, np.int32(1), cfg, mesh).compile()
+    return (lambda st, step, n: compiled(st, train_data, np.int32(n))), None
 
 
 def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | None, say: Callable) -> TrainState:
@@ -134,7 +150,7 @@ def train_loop(job: Job, run: RunDir) -> Trained:
             target = min(_next(step, cfg.eval_interval), _next(step, ckpt_every), cfg.max_iters)
             n = min(target - step, chunk)
             t = time.perf_counter()
-            state, chunk_loss = job.step_fn(state, job.train_data, np.int32(n))
+            state, chunk_loss = job.advance(state, step, n)
             loss_sum += float(chunk_loss)  # one sync per chunk, for the clock and the signal check
             dt = time.perf_counter() - t
             train_s, window_s, since, step = train_s + dt, window_s + dt, since + n, step + n

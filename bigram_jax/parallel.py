@@ -48,9 +48,59 @@ def _device_bytes(device: jax.Device) -> int | None:
     return (stats or {}).get("bytes_limit")
 
 
+def _read_int(path: str) -> int | None:
+    """An integer from a /proc or /sys file; None if absent or not a number ('max')."""
+    try:
+        return int(open(path).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cgroup_limit() -> int | None:
+    """The container's memory limit (cgroup v2, else v1), if it has one."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        v = _read_int(path)
+        if v is not None and v < 1 << 60:  # v1 says "no limit" with a huge number
+            return v
+    return None
+
+
 def _host_bytes() -> int:
-    """This host's physical memory: what CPU devices, which all share it, can hold together."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """The memory this process may use in all: the host's, or its container's limit if lower."""
+    phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(phys, _cgroup_limit() or phys)
+
+
+def host_available_bytes() -> int:
+    """Memory free for this run now: MemAvailable, and no more than the container's limit leaves."""
+    avail = _host_bytes()
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = min(avail, int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    used = _read_int("/sys/fs/cgroup/memory.current") or _read_int("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+    limit = _cgroup_limit()
+    return min(avail, limit - used) if limit and used else avail
+
+
+CPU_RESIDENT_MAX = 256 << 20  # on CPU a device copy of the corpus only duplicates the memory map: small ones only
+DEVICE_DATA_FRACTION = 0.25  # of a device's memory left by the table and moments, for a resident corpus
+
+
+def data_home(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh) -> str:
+    """'device' (the corpus copied to every device) or 'host' (memory-mapped, windows fed): cfg.data_on, or
+    for 'auto' the device when an int32 copy per device fits its budget."""
+    if cfg.data_on != "auto":
+        return cfg.data_on
+    local = jax.local_devices()
+    need = 4 * n_tokens  # int32 per token, on every device
+    if local[0].platform == "cpu":  # CPU devices share the host's memory: count every copy against it
+        return "device" if need * len(local) <= min(CPU_RESIDENT_MAX, host_available_bytes() // 4) else "host"
+    limit = _device_bytes(local[0])
+    state = STATE_BYTES_PER_PARAM * vocab_size * vocab_size / mesh.shape["model"]
+    return "device" if limit is None or need <= DEVICE_DATA_FRACTION * (limit - state) else "host"
 
 
 def choose_model_parallel(cfg: Config, vocab_size: int, devices: list) -> int:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -12,8 +12,8 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bigram_jax.config import Config
-from bigram_jax.counts import pair_ids, window_counts
-from bigram_jax.data import batch_offsets, get_batch, windows
+from bigram_jax.counts import window_counts
+from bigram_jax.data import batch_offsets, get_batch, window_slices
 from bigram_jax.loss import Batch, LossFn, make_loss, resolve_loss
 from bigram_jax.model import BigramLanguageModel, table_of
 from bigram_jax.parallel import constrain
@@ -79,42 +79,72 @@ DRAW_STEPS = 64  # batch offsets are drawn for this many steps at once: one vect
 HOIST_ELEMENTS = 1 << 22  # count all DRAW_STEPS batches in one scatter when their tokens and tables fit this
 
 
+def draw_offsets(key: jax.Array, first_step: jax.Array, n_tokens: int, cfg: Config) -> jax.Array:
+    """(DRAW_STEPS, B) window starts of the steps first_step, first_step + 1, ...: step s's batch is drawn with
+    fold_in(key, s) whoever draws it (the compiled loop, or the host feeding a memory-mapped corpus)."""
+    steps = first_step + jnp.arange(DRAW_STEPS)
+    return jax.vmap(lambda s: batch_offsets(jax.random.fold_in(key, s), n_tokens, cfg.batch_size, cfg.block_size))(steps)
+
+
+def _hoist(cfg: Config, V: int) -> bool:
+    """Count a whole block's batches in one scatter (counts loss, when the block's tokens and tables are small)."""
+    loss = resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size)
+    return loss == "counts" and DRAW_STEPS * max(cfg.batch_size * cfg.block_size, V * V) <= HOIST_ELEMENTS
+
+
+def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, cfg: Config,
+               mesh: Mesh | None) -> tuple:
+    """Steps j0 .. j0 + n - 1 of a block, step j training on `windows_of(j)` (B, T + 1); `windows_of(None)`
+    gives the whole block's (K, B, T + 1) windows, read only when the block's counts are hoisted."""
+    st, loss_sum = carry
+    table = table_of(st.params)
+    V, dtype = table.shape[0], table.dtype
+    loss = resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size)
+    counts = window_counts(windows_of(None), V).astype(dtype) if _hoist(cfg, V) else None  # (K, V, V)
+
+    def body(j, c):
+        st, loss_sum = c
+        if counts is not None:
+            batch = {"counts": counts[j]}
+        elif loss == "counts":
+            batch = {"counts": window_counts(windows_of(j)[None], V)[0].astype(dtype)}
+        else:
+            w = windows_of(j)  # (B, T + 1)
+            batch = {"x": w[:, :-1], "y": w[:, 1:]}  # (B, T), (B, T)
+        st, metrics = train_step(st, batch)
+        return constrain(st, mesh), loss_sum + metrics["loss"]
+
+    return jax.lax.fori_loop(j0, j0 + n, body, (st, loss_sum))
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "mesh"), donate_argnums=0)
 def train_steps(state: TrainState, data: jax.Array, num_steps: jax.Array, cfg: Config,
                 mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
-    """`num_steps` train steps fused into one compiled loop; returns the state and the sum of batch losses.
+    """`num_steps` train steps fused into one compiled loop over the corpus `data` on the device(s); returns
+    the state and the sum of batch losses.
 
     Step s trains on `batch_at(state.key, s, ...)`, whatever the chunking: `num_steps` is traced, so chunks
     of any length share one compilation and give bit-identical results. With a `mesh`, each step's global
     batch is drawn whole from the same key and split along 'data', so any device count sees the same batches.
     """
-    table = table_of(state.params)
-    B, T, V = cfg.batch_size, cfg.block_size, table.shape[0]
-    loss = resolve_loss(cfg.loss, V, B, T)
     end = state.step + num_steps
-    pairs = pair_ids(data[:-1], data[1:], V)  # (N-1,): the counts loss reads one pair id per token
-    hoist = loss == "counts" and DRAW_STEPS * max(B * T, V * V) <= HOIST_ELEMENTS
 
     def block(carry):
-        st, loss_sum = carry
-        steps = st.step + jnp.arange(DRAW_STEPS)
-        ix = jax.vmap(lambda s: batch_offsets(jax.random.fold_in(st.key, s), data.shape[0], B, T))(steps)  # (K, B)
+        ix = draw_offsets(carry[0].key, carry[0].step, data.shape[0], cfg)  # (K, B)
         if mesh is not None:  # each device reads its B / dp windows of every step
             ix = jax.lax.with_sharding_constraint(ix, NamedSharding(mesh, P(None, "data")))
-        counts = window_counts(pairs, ix, T, V).astype(table.dtype) if hoist else None  # (K, V, V)
+        windows_of = lambda j: window_slices(data, ix if j is None else ix[j], cfg.block_size)  # noqa: E731
+        return _run_block(carry, windows_of, 0, jnp.minimum(DRAW_STEPS, end - carry[0].step), cfg, mesh)
 
-        def body(j, c):
-            st, loss_sum = c
-            if hoist:
-                batch = {"counts": counts[j]}
-            elif loss == "counts":
-                batch = {"counts": window_counts(pairs, ix[j][None], T, V)[0].astype(table.dtype)}
-            else:
-                x, y = windows(data, ix[j], T)  # (B, T), (B, T)
-                batch = {"x": x, "y": y}
-            st, metrics = train_step(st, batch)
-            return constrain(st, mesh), loss_sum + metrics["loss"]
+    dtype = table_of(state.params).dtype
+    return jax.lax.while_loop(lambda c: c[0].step < end, block, (constrain(state, mesh), jnp.zeros((), dtype)))
 
-        return jax.lax.fori_loop(0, jnp.minimum(DRAW_STEPS, end - st.step), body, (st, loss_sum))
 
-    return jax.lax.while_loop(lambda c: c[0].step < end, block, (constrain(state, mesh), jnp.zeros((), table.dtype)))
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh"), donate_argnums=0)
+def train_steps_fed(state: TrainState, loss_sum: jax.Array, windows: jax.Array, j0: jax.Array, num_steps: jax.Array,
+                    cfg: Config, mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
+    """train_steps for a corpus that stays on the host: steps j0 .. j0 + num_steps - 1 of a block whose
+    windows (DRAW_STEPS, B, T + 1) the host gathered from the same offsets (`draw_offsets`). Same losses, and
+    `loss_sum` carried through in the same order, so even the summed batch losses are bit-identical."""
+    windows_of = lambda j: windows if j is None else windows[j]  # noqa: E731
+    return _run_block((constrain(state, mesh), loss_sum), windows_of, j0, num_steps, cfg, mesh)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bigram_jax import data as data_lib
+from bigram_jax import token_file
 from bigram_jax.errors import UserError
 from bigram_jax.data import CharTokenizer
 
@@ -145,11 +146,13 @@ def test_token_files_bin_and_npy_read_the_same_ids(tmp_path):
     ids = np.random.default_rng(0).integers(0, 50257, 1000)
     ids.astype("<u2").tofile(tmp_path / "a.bin")  # nanoGPT's prepare.py layout
     np.save(tmp_path / "a.npy", ids.astype(np.int64))
-    a, sha_a = data_lib.read_tokens(tmp_path / "a.bin")
-    b, _ = data_lib.read_tokens(tmp_path / "a.npy")
-    np.testing.assert_array_equal(a, ids)
-    np.testing.assert_array_equal(b, ids)
-    assert a.dtype == np.int32 and sha_a == hashlib.sha256((tmp_path / "a.bin").read_bytes()).hexdigest()
+    a, b = token_file.open_tokens(tmp_path / "a.bin"), token_file.open_tokens(tmp_path / "a.npy")
+    np.testing.assert_array_equal(a.tokens, ids)
+    np.testing.assert_array_equal(b.tokens, ids)
+    assert isinstance(a.tokens, np.memmap) and isinstance(b.tokens, np.memmap)  # mapped, not read
+    scan = token_file.scan(a)
+    assert scan.sha256 == hashlib.sha256((tmp_path / "a.bin").read_bytes()).hexdigest()
+    assert (scan.min_id, scan.max_id) == (ids.min(), ids.max()) == (token_file.scan(b).min_id, token_file.scan(b).max_id)
 
 
 @pytest.mark.parametrize("name, content, msg", [
@@ -160,16 +163,19 @@ def test_token_files_bin_and_npy_read_the_same_ids(tmp_path):
 def test_bad_token_files_are_user_errors(tmp_path, name, content, msg):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(UserError, match=re.escape(msg)):
-        data_lib.read_tokens(tmp_path / name)
+        token_file.open_tokens(tmp_path / name)
 
 
 @pytest.mark.parametrize("array, msg", [(np.zeros((2, 3), np.int32), "1-D integer array"),
                                         (np.zeros(5, np.float32), "1-D integer array"),
-                                        (np.array([3, -1]), "negative token id")])
+                                        (np.array([3, -1, 2, 5]), "negative token id")])
 def test_bad_token_arrays_are_user_errors(tmp_path, array, msg):
+    from bigram_jax.config import make_config
+    from bigram_jax.corpus import load_corpus
+
     np.save(tmp_path / "x.npy", array)
     with pytest.raises(UserError, match=msg):
-        data_lib.read_tokens(tmp_path / "x.npy")
+        load_corpus(make_config({"data": str(tmp_path / "x.npy"), "block_size": 1, "train_frac": 0.5}))
 
 
 def test_token_ids_tokenizer():

@@ -1,0 +1,164 @@
+"""Token-id files of any size: memory-mapped (nanoGPT's way), never read whole, never converted whole.
+
+A file is read in full only by `scan`, once, in CHUNK-sized pieces: its sha256 (the identity checkpoints record),
+its smallest and largest id, and the transition counts of its splits. The scan is cached (cache.py) under the
+file's path, size and modification time, so a second run, or a resume, reads none of it again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+
+from bigram_jax import cache
+from bigram_jax.counts import PairCounter
+from bigram_jax.errors import UserError
+
+TOKEN_SUFFIXES = (".bin", ".npy")
+CHUNK = 1 << 24  # tokens per read of a streaming pass: 32-128 MB of memory whatever the file's size
+
+
+def check_regular(path: Path, what: str = "data file") -> os.stat_result:
+    """The file's stat; a missing file, a folder, a FIFO or a device is a UserError (reading them would hang)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{what} {path} is not a regular file")
+    return st
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenFile:
+    """A memory-mapped 1-D token-id file: flat little-endian uint16 (.bin) or a 1-D integer .npy."""
+
+    path: Path
+    tokens: np.ndarray  # (N,) read-only memory map in the file's own dtype
+    offset: int  # bytes before the first token (the .npy header)
+    size: int  # the file's size and modification time when opened: a change mid-run is detected
+    mtime_ns: int
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """tokens[i:i + length] for each start i of `starts` (any shape) as int32 (..., length), read with pread:
+        a file truncated under a memory map would kill the process (SIGBUS); a short read is one clear error."""
+        item = self.tokens.dtype.itemsize
+        flat = starts.reshape(-1).tolist()
+        out = np.empty((len(flat), length), np.int32)
+        with open(self.path, "rb") as f:
+            fd = f.fileno()
+            for k, i in enumerate(flat):
+                raw = os.pread(fd, length * item, self.offset + i * item)
+                if len(raw) != length * item:
+                    raise UserError(f"token file {self.path} changed during the run (truncated to "
+                                    f"{os.fstat(fd).st_size} bytes): stopped rather than train on other data")
+                out[k] = np.frombuffer(raw, self.tokens.dtype)
+        return out.reshape(*starts.shape, length)
+
+    def check_unchanged(self) -> None:
+        """Raise UserError if the file was rewritten or truncated since it was opened."""
+        try:
+            st = self.path.stat()
+        except OSError as e:
+            raise UserError(f"token file {self.path} disappeared during the run ({e.strerror})") from None
+        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+            raise UserError(f"token file {self.path} changed during the run (size {self.size} -> {st.st_size} "
+                            "bytes, or rewritten): stopped rather than train on other data")
+
+
+def open_tokens(path: Path) -> TokenFile:
+    """Memory-map a token file and check its layout (not its values: `scan` reads those)."""
+    st = check_regular(path)
+    if st.st_size == 0:
+        raise UserError(f"data file is empty: {path}")
+    try:
+        if path.suffix == ".bin":
+            if st.st_size % 2:
+                raise UserError(f"{path} is not a flat uint16 token file: its size ({st.st_size} bytes) is odd")
+            tokens, offset = np.memmap(path, dtype="<u2", mode="r"), 0
+        else:
+            tokens = np.load(path, mmap_mode="r", allow_pickle=False)
+            offset = getattr(tokens, "offset", 0)
+    except UserError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path} is not a readable .npy array ({str(e).splitlines()[0] if str(e) else e!r})") from None
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise UserError(f"{path} must hold a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
+    if tokens.size == 0:
+        raise UserError(f"data file is empty: {path}")
+    return TokenFile(path, tokens, offset, st.st_size, st.st_mtime_ns)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+    """What one streaming pass over a token file learns."""
+
+    sha256: str
+    min_id: int
+    max_id: int
+
+
+def _chunks(tf: TokenFile, hasher=None):
+    """(position, tokens) pieces of the whole file in order, read with plain reads (not through the map:
+    pages read through a map stay in the process's memory); `hasher` sees every byte, the header too."""
+    with open(tf.path, "rb") as f:
+        head = f.read(tf.offset)
+        if hasher is not None:
+            hasher.update(head)
+        pos, item = 0, tf.tokens.dtype.itemsize
+        while True:
+            raw = f.read(CHUNK * item)
+            if not raw:
+                return
+            if hasher is not None:
+                hasher.update(raw)
+            piece = np.frombuffer(raw[: len(raw) // item * item], dtype=tf.tokens.dtype)
+            yield pos, piece
+            pos += len(piece)
+
+
+def scan(tf: TokenFile) -> Scan:
+    """sha256 and id range of the file: from the cache, else one streaming pass (then cached)."""
+    entry = cache.load(tf, "scan")
+    if entry is not None:
+        return Scan(str(entry["sha256"]), int(entry["min_id"]), int(entry["max_id"]))
+    h, lo, hi, n = hashlib.sha256(), None, None, 0
+    for _, piece in _chunks(tf, h):
+        lo = int(piece.min()) if lo is None else min(lo, int(piece.min()))
+        hi = int(piece.max()) if hi is None else max(hi, int(piece.max()))
+        n += len(piece)
+    tf.check_unchanged()
+    if n != len(tf.tokens):
+        raise UserError(f"token file {tf.path} changed while it was read")
+    out = Scan(h.hexdigest(), lo, hi)
+    cache.store(tf, "scan", {"sha256": np.array(out.sha256), "min_id": np.array(lo), "max_id": np.array(hi)})
+    return out
+
+
+def split_counts(tf: TokenFile, lo: int, hi: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse counts (pair ids i * stride + j, how often) of the transitions inside tokens[lo:hi]; cached."""
+    name = f"counts_{lo}_{hi}_{stride}"
+    entry = cache.load(tf, name)
+    if entry is not None:
+        return entry["ids"], entry["n"]
+    counter, prev = PairCounter(stride), None
+    for pos, piece in _chunks(tf):
+        a, b = max(lo, pos), min(hi, pos + len(piece))
+        if a >= b:
+            continue
+        part = piece[a - pos:b - pos]
+        if prev is not None and a == pos and a > lo:  # the transition across the read boundary
+            counter.add(np.array([prev]), part[:1])
+        counter.add(part[:-1], part[1:])
+        prev = part[-1]
+    tf.check_unchanged()
+    ids, n = counter.result()
+    cache.store(tf, name, {"ids": ids, "n": n})
+    return ids, n
