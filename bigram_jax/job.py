@@ -76,7 +76,9 @@ def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tenso
 
 def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
     """Load the corpus, build the mesh, restore or create the state, put the data on the devices, compile."""
+    t0 = time.perf_counter()
     corpus = load_corpus(cfg)
+    corpus_s = time.perf_counter() - t0
     V = corpus.tokenizer.vocab_size
     say = print if parallel.is_primary() else (lambda *a, **k: None)  # one process speaks for all
     mesh = parallel.make_mesh(cfg, V)
@@ -100,7 +102,8 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
     except BaseException:
         checkpoints.close()
         raise
-    floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
+    floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha,
+              "corpus_seconds": corpus_s}
     return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, time.perf_counter() - t0, say)
 
 

@@ -106,22 +106,24 @@ class Scan:
 
 
 def _chunks(tf: TokenFile, hasher=None):
-    """(position, tokens) pieces of the whole file in order, read with plain reads (not through the map:
-    pages read through a map stay in the process's memory); `hasher` sees every byte, the header too."""
-    with open(tf.path, "rb") as f:
+    """(position, tokens) pieces of the whole file in order, read with plain reads into one reused buffer (not
+    through the map: pages read through a map stay in the process's memory); `hasher` sees every byte, the
+    header too. Each piece is valid until the next one is read."""
+    item = tf.tokens.dtype.itemsize
+    buf = np.empty(CHUNK, tf.tokens.dtype)
+    with open(tf.path, "rb", buffering=0) as f:
         head = f.read(tf.offset)
         if hasher is not None:
             hasher.update(head)
-        pos, item = 0, tf.tokens.dtype.itemsize
+        pos = 0
         while True:
-            raw = f.read(CHUNK * item)
-            if not raw:
+            got = f.readinto(memoryview(buf).cast("B"))
+            if not got:
                 return
             if hasher is not None:
-                hasher.update(raw)
-            piece = np.frombuffer(raw[: len(raw) // item * item], dtype=tf.tokens.dtype)
-            yield pos, piece
-            pos += len(piece)
+                hasher.update(memoryview(buf).cast("B")[:got])
+            yield pos, buf[:got // item]
+            pos += got // item
 
 
 def scan(tf: TokenFile) -> Scan:

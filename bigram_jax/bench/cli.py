@@ -13,7 +13,7 @@ from bigram_jax.errors import OneLineParser, guard
 
 from .paths import ROOT
 
-SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "limits")  # in the order they run
+SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "limits", "corpus")  # in the order they run
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 
 
@@ -45,6 +45,7 @@ def run(args) -> tuple[dict, Path]:
     from bigram_jax.corpus import load_corpus
 
     from .context import QUICK, Ctx, Sizes
+    from .corpus_size import sec_corpus
     from .evaluation import sec_eval
     from .limits import sec_limits
     from .machine import describe
@@ -52,7 +53,7 @@ def run(args) -> tuple[dict, Path]:
     from .whole_job import sec_job
 
     fns = {"compile": sec_compile, "train": sec_train, "scale": sec_scale, "generate": sec_generate,
-           "eval": sec_eval, "job": sec_job, "limits": sec_limits}
+           "eval": sec_eval, "job": sec_job, "limits": sec_limits, "corpus": sec_corpus}
     sizes = QUICK if args.quick else Sizes()
     c = Ctx(sizes, args.repeats or (2 if args.quick else 5), load_corpus(Config()))
     load_start = os.getloadavg()

@@ -111,10 +111,25 @@ def limits_tables(doc: dict) -> list[str]:
                      for k, v in r["counts_step"].items()])
 
 
+def corpus_tables(doc: dict) -> list[str]:
+    """Whole runs against the corpus size: speed, peak memory, set-up (first run, then cached)."""
+    r = doc["results"]["corpus"]
+    rows = [[f"{int(n):,}", si(x["second"]["tokens_per_s"]), f"{r['speed_vs_smallest'][n]:.2f}",
+             f"{x['first']['peak_rss_mib']:.0f} / {x['second']['peak_rss_mib']:.0f} MiB",
+             f"{x['first']['corpus_s']:.2f} s / {x['second']['corpus_s']:.2f} s",
+             f"{x['first']['wall_s']:.1f} s / {x['second']['wall_s']:.1f} s"] for n, x in r["runs"].items()]
+    g = r["gpt2_vocab"]
+    return md(f"Corpus size: whole runs, V = {r['vocab_size']}, B = {r['batch_size']}, T = {r['block_size']}, "
+              f"{r['steps']} steps (first run / second run, cache warm)", ["tokens", "train tokens/s",
+              "speed vs smallest", "peak RSS", "set-up (identity, counts)", "wall"], rows) + [
+        "", f"GPT-2-sized vocabulary: {g['tokens']:,} tokens with ids up to {g['vocab_size'] - 1:,}, loaded and "
+            f"counted (sparse) in {g['wall_s']:.1f} s of process wall time, peak RSS {g['peak_rss_mib']:.0f} MiB."]
+
+
 # In the order the page shows them: throughput first, then what explains it
 TABLES: dict[str, Callable[[dict], list[str]]] = {
     "train": train_tables, "scale": scale_tables, "generate": generate_tables, "eval": eval_tables,
-    "job": job_tables, "compile": compile_tables, "limits": limits_tables}
+    "job": job_tables, "corpus": corpus_tables, "compile": compile_tables, "limits": limits_tables}
 
 
 def tables(doc: dict) -> list[str]:
