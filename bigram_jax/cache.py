@@ -27,6 +27,12 @@ def _entry(tf: Any, name: str) -> tuple[Path, str]:
     return folder / f"{name}.npz", f"{where}|{tf.size}|{tf.mtime_ns}"
 
 
+def text_entry(path: Path, st: os.stat_result) -> Path:
+    """The folder of a large text file's encoded tokens: a new one whenever the file's size or mtime change."""
+    key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return cache_dir() / "text" / hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
     """sha256 over the entry's names, dtypes, shapes and bytes."""
     h = hashlib.sha256()

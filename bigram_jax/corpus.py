@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bigram_jax import data as data_lib
-from bigram_jax import token_file
+from bigram_jax import text_file, token_file
 from bigram_jax.config import Config
 from bigram_jax.counts import pair_ids
 from bigram_jax.errors import UserError
@@ -84,6 +84,18 @@ def _file_counts(tf: TokenFile, lo: int, hi: int, stride: int, V: int) -> PairCo
     return PairCounts(ids.astype(np.int64), n.astype(np.float64), V)
 
 
+def _big_text_corpus(cfg: Config, path: Path, st) -> Corpus:
+    """A text too big to decode at once: its cached token file (encoded now if new), split and counted."""
+    bin_path, vocab, sha = text_file.encode_to_cache(path, st)
+    tf = token_file.open_tokens(bin_path)
+    N, V = len(tf.tokens), len(vocab)
+    n_train = int(cfg.train_frac * N)
+    _check_lengths(cfg, n_train, N - n_train)
+    return Corpus(path=path, sha256=sha, tokenizer=data_lib.CharTokenizer(vocab), train=tf.tokens[:n_train],
+                  val=tf.tokens[n_train:], train_counts=_file_counts(tf, 0, n_train, V, V),
+                  val_counts=_file_counts(tf, n_train, N, V, V), train_file=tf)
+
+
 def _token_corpus(cfg: Config, path: Path) -> Corpus:
     """Token-id data: one file split by train_frac, or separate train/val files; memory-mapped, counted once."""
     tf = token_file.open_tokens(path)
@@ -122,6 +134,9 @@ def load_corpus(cfg: Config) -> Corpus:
         return _token_corpus(cfg, path)
     if cfg.val_data:
         raise UserError("--val-data needs token-id --data (.bin or .npy); text data is split by --train-frac")
+    st = token_file.check_regular(path)
+    if st.st_size > text_file.IN_MEMORY_MAX:
+        return _big_text_corpus(cfg, path, st)
     text, sha = data_lib.load_text(path)
     tok = data_lib.CharTokenizer.from_text(text)
     if cfg.vocab_size not in (0, tok.vocab_size):

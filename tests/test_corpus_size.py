@@ -164,3 +164,26 @@ def test_bad_token_files_mid_size(tmp_path):
                       (["--data", "/dev/zero"], "not a regular file")):
         r = run_script("train.py", *argv, "--out-dir", str(tmp_path / "o"), env=devices_env(1))
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_large_text_is_encoded_streaming_into_the_same_run(tmp_path, monkeypatch, shakespeare_path):
+    """Above IN_MEMORY_MAX a text is encoded in pieces into a cached token file: the same corpus, the same run."""
+    from bigram_jax import text_file
+
+    small = load_corpus(make_config({"data": str(shakespeare_path)}))
+    monkeypatch.setattr(text_file, "IN_MEMORY_MAX", 1000)
+    monkeypatch.setattr(text_file, "CHUNK", 4099)  # reads that split multi-byte characters and lines
+    big = load_corpus(make_config({"data": str(shakespeare_path)}))
+    assert big.train_file is not None and big.tokenizer == small.tokenizer and big.sha256 == small.sha256
+    np.testing.assert_array_equal(np.asarray(big.train), small.train)
+    np.testing.assert_array_equal(big.val_counts.dense(), small.val_counts.dense())
+    (tmp_path / "bad.txt").write_bytes(b"ok\n" * 400 + b"\xff\xfe" + b"ok\n" * 400)
+    with pytest.raises(UserError, match="not UTF-8 text.*offset 1200"):
+        load_corpus(make_config({"data": str(tmp_path / "bad.txt")}))
+    cached = sorted((tmp_path / "cache" / "bigram_jax" / "text").rglob("tokens.bin"))
+    assert len(cached) == 1
+    raw = bytearray(cached[0].read_bytes())
+    raw[100] ^= 1  # a damaged cached encoding is noticed and rebuilt
+    cached[0].write_bytes(bytes(raw))
+    again = load_corpus(make_config({"data": str(shakespeare_path)}))
+    np.testing.assert_array_equal(np.asarray(again.train), small.train)
