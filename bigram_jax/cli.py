@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from bigram_jax.config import CHOICES, FIELDS, TYPES, load_config_file, make_config
 from bigram_jax.errors import OneLineParser, UserError, guard
+
+STARTED = time.time()  # this module's import: the work of a command begins about here
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -68,7 +71,7 @@ def _train(argv: Sequence[str] | None) -> int:
 
     resume = open_resume(overrides, args.allow_mismatch) if args.resume else None
     cfg = resume.cfg if resume is not None else make_config(overrides)
-    train_and_evaluate(cfg, resume, tensorboard=args.tensorboard)
+    train_and_evaluate(cfg, resume, tensorboard=args.tensorboard, started=STARTED)
     if args.plot and is_primary():  # after the run closed its checkpoints: the last one is complete on disk
         from bigram_jax.plot import write_plots
 

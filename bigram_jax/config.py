@@ -64,7 +64,8 @@ class Config:
     top_k: int = _field(0, "sample only from the k most likely characters; 0 = off")
     out_dir: str = _field("runs/bigram", "where the run writes")
     # checkpoints
-    checkpoint_every: int = _field(0, "checkpoint every N steps; 0 = at each eval")
+    checkpoint_every: int = _field(0, "checkpoint every N steps; 0 = at an eval once a minute has passed since "
+                                   "the last checkpoint (and always at the last step, and on SIGTERM/SIGINT)")
     keep_checkpoints: int = _field(3, "latest checkpoints kept (plus the best)")
 
     def to_dict(self) -> dict[str, Any]:

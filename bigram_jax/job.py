@@ -58,17 +58,22 @@ class Trained:
     state: TrainState
     losses: tuple[float, float]  # exact (train, val) at the last step
     start_step: int  # where this run started (0, or the resumed checkpoint's step)
-    train_s: float  # seconds inside the compiled chunks
+    seconds: dict  # where the loop's time went: train (inside the compiled chunks), eval, checkpoints
 
 
-def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tensorboard: bool = False) -> dict:
-    """Train from scratch (or from `resume`) to cfg.max_iters; returns the summary."""
+def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tensorboard: bool = False,
+                       started: float | None = None) -> dict:
+    """Train from scratch (or from `resume`) to cfg.max_iters; returns the summary.
+
+    `started`: time.time() when the process began its work (the CLI's import), to report the time before this.
+    """
     t_start = time.perf_counter()
+    before = time.time() - started if started is not None else None
     job = setup(cfg, resume)
     try:
         with job.checkpoints, RunDir(cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
             trained = train_loop(job, run)
-            return summarize(job, trained, run)
+            return summarize(job, trained, run, before)
     finally:
         if job.feed is not None:
             job.feed.close()
@@ -107,6 +112,7 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
     return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, time.perf_counter() - t0, say)
 
 
+
 def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, say: Callable
                 ) -> tuple[Callable, HostFeed | None]:
     """The training tokens on the device(s), or left on the host and fed; the chunk program compiled once."""
@@ -134,6 +140,9 @@ def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | Non
     return jax.jit(init_state, static_argnums=(0, 1), out_shardings=shardings)(cfg, V)
 
 
+CHECKPOINT_SECONDS = 60.0  # checkpoint_every = 0: at an eval once this long has passed since the last save
+
+
 def train_loop(job: Job, run: RunDir) -> Trained:
     """Run chunks of steps to cfg.max_iters; eval, log and checkpoint at their steps; stop on a signal.
 
@@ -143,47 +152,63 @@ def train_loop(job: Job, run: RunDir) -> Trained:
     cfg, state = job.cfg, job.state
     step = start = int(state.step)
     tokens_per_step = cfg.batch_size * cfg.block_size
-    ckpt_every = cfg.checkpoint_every or cfg.eval_interval
+    lr = jax.jit(lr_schedule(cfg))  # one compiled schedule for the logs, not a few eager ops per eval
     losses = job.exact(state.params)
     if step == 0:  # a resumed run logged its starting step before it stopped
-        run.log_eval(step, *losses, batch_loss=None, lr=float(lr_schedule(cfg)(step)))
+        run.log_eval(step, *losses, batch_loss=None, lr=float(lr(step)))
     chunk, train_s, window_s, loss_sum, since = min(64, cfg.eval_interval), 0.0, 0.0, 0.0, 0
+    eval_s = ckpt_s = 0.0
+    last_save = time.monotonic()
     with Progress(cfg.max_iters, step, enabled=run.primary) as bar:
         while step < cfg.max_iters:
-            target = min(_next(step, cfg.eval_interval), _next(step, ckpt_every), cfg.max_iters)
-            n = min(target - step, chunk)
+            every = [cfg.eval_interval] + ([cfg.checkpoint_every] if cfg.checkpoint_every else [])
+            n = min(min(_next(step, e) for e in every + [cfg.max_iters]) - step, chunk)  # chunks end at evals
             t = time.perf_counter()
             state, chunk_loss = job.advance(state, step, n)
             loss_sum += float(chunk_loss)  # one sync per chunk, for the clock and the signal check
             dt = time.perf_counter() - t
             train_s, window_s, since, step = train_s + dt, window_s + dt, since + n, step + n
-            chunk = max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6)))
-            stop, chunk = parallel.agree(run.stop_signal, chunk)  # every process runs the same steps
-            bar.update(step, (step - start) * tokens_per_step / max(train_s, 1e-9))
             at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
-            at_ckpt = step % ckpt_every == 0 or step == cfg.max_iters
+            # every process runs the same steps and saves at the same ones: they agree on all three
+            stop, chunk, at_ckpt = parallel.agree(run.stop_signal, max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6))),
+                                                  _checkpoint_due(cfg, step, at_eval, last_save))
+            bar.update(step, (step - start) * tokens_per_step / max(train_s, 1e-9))
+            t = time.perf_counter()
             if at_eval or at_ckpt or stop:
                 losses = job.exact(state.params)
             if at_eval:
-                run.log_eval(step, *losses, batch_loss=loss_sum / since, lr=float(lr_schedule(cfg)(step - 1)),
+                run.log_eval(step, *losses, batch_loss=loss_sum / since, lr=float(lr(step - 1)),
                              tokens_per_second=since * tokens_per_step / max(window_s, 1e-9))
                 loss_sum, since, window_s = 0.0, 0, 0.0
+            eval_s, t = eval_s + time.perf_counter() - t, time.perf_counter()
             if at_ckpt or stop:
                 job.checkpoints.save(state, ckpt_lib.make_meta(cfg, job.corpus, *losses), losses[1])
+                last_save = time.monotonic()
+            ckpt_s += time.perf_counter() - t
             if stop:
                 raise Interrupted(stop, step)
-    return Trained(state, losses, start, train_s)
+    return Trained(state, losses, start, {"train": train_s, "eval": eval_s, "checkpoints": ckpt_s})
+
+
+def _checkpoint_due(cfg: Config, step: int, at_eval: bool, last_save: float) -> bool:
+    """Save now? At the last step always; every checkpoint_every steps; or, for 0, at an eval once
+    CHECKPOINT_SECONDS have passed since the last save (a short run saves once, a long one once a minute)."""
+    if step == cfg.max_iters:
+        return True
+    if cfg.checkpoint_every:
+        return step % cfg.checkpoint_every == 0
+    return at_eval and time.monotonic() - last_save >= CHECKPOINT_SECONDS
 
 
 def _next(step: int, every: int) -> int:
-    """The first multiple of `every` after `step`."""
+    """The first multiple of `every` after `step` (for max_iters: itself, once it is ahead)."""
     return (step // every + 1) * every
 
 
-def summarize(job: Job, trained: Trained, run: RunDir) -> dict:
-    """The run's figures as summary.json, with the lecture's closing sample."""
+def summarize(job: Job, trained: Trained, run: RunDir, before: float | None = None) -> dict:
+    """The run's figures as summary.json, with the lecture's closing sample and where the time went."""
     cfg, V, state = job.cfg, job.corpus.tokenizer.vocab_size, trained.state
-    step, train_s = int(state.step), trained.train_s
+    step, train_s = int(state.step), trained.seconds["train"]
     tokens = (step - trained.start_step) * cfg.batch_size * cfg.block_size
     summary = {
         "step": step, "train_loss": trained.losses[0], "val_loss": trained.losses[1], **job.floors,
@@ -194,17 +219,25 @@ def summarize(job: Job, trained: Trained, run: RunDir) -> dict:
         "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
         "vocab_size": V, "data_sha256": job.corpus.sha256,
     }
+    t = time.perf_counter()
     if cfg.sample_tokens:  # every process samples (the table may be spread over all of them); one prints
         summary["sample"] = sample_text(state.params, cfg, job.corpus.tokenizer)
         job.say(summary["sample"])
     summary["wall_seconds"] = run.elapsed()
+    summary["seconds"] = {"before_job": before, "corpus": job.floors["corpus_seconds"], "compile": job.compile_s,
+                          **trained.seconds, "sample": time.perf_counter() - t, "job": summary["wall_seconds"]}
+    summary["ended_at"] = time.time()  # the epoch second of the last line: what follows is the process's exit
     run.write_summary(summary)
     return summary
 
 
 def sample_text(params: dict, cfg: Config, tokenizer: CharTokenizer | TokenIds) -> str:
     """The lecture's closing sample: `sample_tokens` tokens after a context of id 0 ('\\n' in tinyshakespeare)."""
-    key = jax.random.fold_in(jax.random.key(cfg.seed), 1)  # its own stream, apart from init and batches
+    key = _sample_key(np.uint32(cfg.seed))  # its own stream, apart from init and batches
     idx = np.zeros((1, 1), np.int32)
     out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None)
-    return tokenizer.decode(out[0])
+    return tokenizer.decode(np.asarray(out)[0])  # indexed on the host: an eager device op would cost a compile
+
+
+# one small program, where two eager random ops would each be traced and compiled at the end of every run
+_sample_key = jax.jit(lambda seed: jax.random.fold_in(jax.random.key(seed), 1))

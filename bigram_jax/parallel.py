@@ -19,6 +19,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError
 
+JOINED = False  # this process joined a multi-process run (it must leave it through JAX's exit handler)
 STATE_BYTES_PER_PARAM = 24  # f32 table + 2 moments persist (12 B); the update holds grads and new values beside them
 MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 75% of the memory by default)
 
@@ -26,7 +27,9 @@ MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 7
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """Join JAX's multi-process runtime (arguments from the environment on TPU pods and SLURM when None)."""
     # CPU devices have no collectives across processes unless told to use gloo; harmless on GPU/TPU
+    global JOINED
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    JOINED = True
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id)
@@ -190,15 +193,16 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def agree(stop: int, chunk: int) -> tuple[int, int]:
-    """One decision for all processes: stop if any process got a signal; the shortest next chunk.
+def agree(stop: int, chunk: int, save: bool) -> tuple[int, int, bool]:
+    """One decision for all processes: stop if any process got a signal; the shortest next chunk; save if any
+    process's clock says a checkpoint is due.
 
     Each process times its own chunks; run apart, they would call collectives in different numbers and hang.
     """
     if jax.process_count() == 1:
-        return stop, chunk
-    both = np.asarray(multihost_utils.process_allgather(np.array([stop, chunk], np.int32)))  # (P, 2)
-    return int(both[:, 0].max()), int(both[:, 1].min())
+        return stop, chunk, save
+    both = np.asarray(multihost_utils.process_allgather(np.array([stop, chunk, save], np.int32)))  # (P, 3)
+    return int(both[:, 0].max()), int(both[:, 1].min()), bool(both[:, 2].max())
 
 
 def shard_report(state: Any) -> dict:

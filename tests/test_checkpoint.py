@@ -101,8 +101,8 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    args = ["--eval-interval", "500", "--chunk-seconds", "0.05", "--batch-size", "64", "--block-size", "64",
-            "--sample-tokens", "0"]
+    args = ["--eval-interval", "500", "--checkpoint-every", "500", "--chunk-seconds", "0.05", "--batch-size", "64",
+            "--block-size", "64", "--sample-tokens", "0"]
     p = popen_script("train.py", "--max-iters", "1000000", "--out-dir", str(killed), *args)
     try:
         deadline = time.time() + 120
@@ -150,7 +150,8 @@ def test_signal_saves_and_resume_continues(tmp_path, sig):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "run"
-    r = run_script("train.py", "--max-iters", "600", "--out-dir", str(out), "--sample-tokens", "0")
+    r = run_script("train.py", "--max-iters", "600", "--checkpoint-every", "300", "--out-dir", str(out),
+                   "--sample-tokens", "0")
     assert r.returncode == 0, r.stderr
     return out
 

@@ -13,7 +13,7 @@ from bigram_jax.errors import OneLineParser, guard
 
 from .paths import ROOT
 
-SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "limits", "corpus")  # in the order they run
+SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "startup", "limits", "corpus")  # in the order they run
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 
 
@@ -46,6 +46,7 @@ def run(args) -> tuple[dict, Path]:
 
     from .context import QUICK, Ctx, Sizes
     from .corpus_size import sec_corpus
+    from .startup import sec_startup
     from .evaluation import sec_eval
     from .limits import sec_limits
     from .machine import describe
@@ -53,7 +54,8 @@ def run(args) -> tuple[dict, Path]:
     from .whole_job import sec_job
 
     fns = {"compile": sec_compile, "train": sec_train, "scale": sec_scale, "generate": sec_generate,
-           "eval": sec_eval, "job": sec_job, "limits": sec_limits, "corpus": sec_corpus}
+           "eval": sec_eval, "job": sec_job, "limits": sec_limits, "corpus": sec_corpus,
+           "startup": sec_startup}
     sizes = QUICK if args.quick else Sizes()
     c = Ctx(sizes, args.repeats or (2 if args.quick else 5), load_corpus(Config()))
     load_start = os.getloadavg()

@@ -126,10 +126,27 @@ def corpus_tables(doc: dict) -> list[str]:
             f"counted (sparse) in {g['wall_s']:.1f} s of process wall time, peak RSS {g['peak_rss_mib']:.0f} MiB."]
 
 
+def startup_tables(doc: dict) -> list[str]:
+    """What a user waits for, against the import floor; and where one whole job's time goes."""
+    r = doc["results"]["startup"]
+    names = {"job_warm": "the lecture's job (`python scripts/train.py`), compile cache warm",
+             "job_cold_cache": "the same, compile cache empty (first run after install)",
+             "help": "`train.py --help`", "bad_flag": "`train.py --bogus` (a flag error)",
+             "sample_200": "`sample.py --checkpoint RUN --num-tokens 200`", "torch_job": "the lecture's torch job"}
+    rows = [[names[k], secs(v), f"{r['ratio_to_floor'][k]:.2f}x"] for k, v in r["seconds"].items()]
+    rows.append(["jax job / torch job", "", f"{r['job_vs_torch']:.2f}x"])
+    parts = [[k, secs(v)] for k, v in r["job_breakdown_s"].items()]
+    return md(f"Start-up: wall seconds, and ratios to `import jax, flax, optax` ({secs(r['floor_s'])})",
+              ["what", "wall", "/ import floor"], rows) + md(
+        "Where the lecture's job spends its time (its own account; before_job = interpreter start and imports, "
+        "job = everything from loading the corpus to the summary, exit = last line to process end)",
+        ["part", "seconds"], parts)
+
+
 # In the order the page shows them: throughput first, then what explains it
 TABLES: dict[str, Callable[[dict], list[str]]] = {
     "train": train_tables, "scale": scale_tables, "generate": generate_tables, "eval": eval_tables,
-    "job": job_tables, "corpus": corpus_tables, "compile": compile_tables, "limits": limits_tables}
+    "job": job_tables, "corpus": corpus_tables, "startup": startup_tables, "compile": compile_tables, "limits": limits_tables}
 
 
 def tables(doc: dict) -> list[str]:

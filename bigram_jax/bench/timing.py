@@ -73,15 +73,19 @@ def at(points: list[list[float]], n: int) -> tuple[float, bool]:
 LAUNCHER = ("import os, sys, time; t = time.perf_counter(); pid = os.posix_spawn(sys.argv[1], sys.argv[1:], "
             "os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]); "
             "_, st, ru = os.wait4(pid, 0); "
-            "print(time.perf_counter() - t, ru.ru_maxrss / 1024, os.waitstatus_to_exitcode(st))")
+            "print(time.perf_counter() - t, ru.ru_maxrss / 1024, os.waitstatus_to_exitcode(st), time.time())")
 
 
-def run_process(cmd: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one process; raises with its stderr if it fails."""
+def run_process(cmd: list[str], env: dict, expect: int = 0) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one process; raises with its stderr unless it exits with `expect`."""
     with tempfile.TemporaryFile() as log:
         out = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=log, text=True, check=True).stdout.split()
-        if out[2] != "0":
+        if out[2] != str(expect):
             log.seek(0)
             raise RuntimeError(f"{' '.join(cmd)} exited {out[2]}: {log.read().decode()[-2000:]}")
+    LAST_END[0] = float(out[3])  # the epoch second the process ended (the start-up section's exit time)
     return float(out[0]), float(out[1])
+
+
+LAST_END = [0.0]
