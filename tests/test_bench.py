@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, run_script
 
-SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "limits")
+SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "startup", "limits", "corpus")
 # fitted exponents can come out at or below zero at --quick sizes; errors and load can be exactly zero
 MAY_BE_ZERO = {"ours_exponent", "lecture_exponent", "exact_vs_float64", "estimate_abs_error_median",
                "estimate_abs_error_max", "loadavg", "sizes"}
@@ -45,6 +45,10 @@ def check_json(doc: dict) -> None:
     assert {"jax", "torch", "wall_ratio"} <= set(res["job"])
     assert {"dram_GBps", "matmul_GFLOPs"} <= set(res["limits"]["rates"])
     assert res["eval"]["estimates_taken"]["torch_lecture"] >= 2
+    assert set(res["startup"]["ratio_to_floor"]) == {"job_warm", "job_cold_cache", "help", "bad_flag", "sample_200",
+                                                     "torch_job"}
+    assert {"before_job", "corpus", "compile", "train", "sample", "exit"} <= set(res["startup"]["job_breakdown_s"])
+    assert set(res["corpus"]["runs"]) == {"100000", "2000000"} and res["corpus"]["gpt2_vocab"]["peak_rss_mib"] > 0
     figures = list(numbers(res))
     assert len(figures) > 100
     for path, v in figures:
@@ -60,7 +64,8 @@ def check_page(page: str, doc: dict, private: list[Path]) -> None:
                  "not yet measured on a GPU or TPU", "--quick"):
         assert fact in page, fact
     for title in ("Training: tokens/s", "How training cost grows", "Generation: seconds", "Evaluation of both",
-                  "Whole job", "Compile and import", "measured peak rates", "The counts step"):
+                  "Whole job", "Compile and import", "measured peak rates", "The counts step", "Start-up:",
+                  "Where the lecture's job spends its time", "Corpus size: whole runs", "GPT-2-sized vocabulary"):
         assert title in page, title
     assert "| B x T |" in page and "`scripts/train.py" in page and "tinyshakespeare.txt" in page
     assert "goal" not in page.lower() and "target" not in page.lower()  # measured figures only, no verdicts
