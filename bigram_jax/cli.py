@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bigram_jax.config import CHOICES, FIELDS, TYPES, load_config_file, make_config
-from bigram_jax.errors import OneLineParser, UserError, guard
+from bigram_jax.errors import OneLineParser, UserError, guard, interruptible
 
 STARTED = time.time()  # this module's import: the work of a command begins about here
 
@@ -148,8 +148,8 @@ def _sample(argv: Sequence[str] | None) -> int:
     tok = ck.tokenizer
     prompt = tok.encode(_read_prompt(args, tok.decode([0])))
     idx = np.tile(prompt, (args.num_samples, 1))  # (S, T)
-    out = generate(ck.params, jax.random.key(args.seed), idx, args.num_tokens, temperature=args.temperature,
-                   top_k=args.top_k, sampler=args.sampler)
+    out = interruptible(lambda: generate(ck.params, jax.random.key(args.seed), idx, args.num_tokens,
+                                         temperature=args.temperature, top_k=args.top_k, sampler=args.sampler))
     out = np.asarray(out)
     for i in range(args.num_samples):
         if args.num_samples > 1:

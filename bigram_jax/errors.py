@@ -8,6 +8,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from typing import Callable, NoReturn
 
 
@@ -21,6 +22,49 @@ class Interrupted(Exception):
     def __init__(self, signum: int, step: int):
         super().__init__(signum, step)
         self.signum, self.step = signum, step
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGTERM, SIGINT) outside the training loop: like KeyboardInterrupt, for SIGTERM too."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class NonFinite(Exception):
+    """The training loss became NaN or infinite: the run stopped, its last finite checkpoint kept."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def install_stop_handlers() -> None:
+    """From now on SIGTERM and SIGINT raise Stopped (the training loop swaps in its own, which saves first).
+    Scripts call this before any heavy import, so a stop during start-up is one line, never a traceback."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, _raise_stopped)
+
+
+def interruptible(fn: Callable, *args: object) -> object:
+    """fn(*args) in a worker thread, the main thread waiting in short steps: a stop signal is honoured within
+    a tenth of a second even while fn sits in one long compiled call (Python runs handlers between bytecodes)."""
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+            box["error"] = e
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,9 +86,17 @@ def guard(prog: str, fn: Callable[[], int]) -> int:
         print(f"{prog}: stopped by {name} at step {e.step}; checkpoint saved. Resume with the same command "
               "plus --resume", file=sys.stderr)
         return 128 + e.signum
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except NonFinite as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 3
+    except (KeyboardInterrupt, Stopped) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"{prog}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    except OSError as e:  # the file system said no: read-only, not a folder, disk full...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
 
 
 def exit_now(rc: int) -> NoReturn:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, Callable
 
@@ -18,14 +19,12 @@ from bigram_jax import checkpoint as ckpt_lib
 from bigram_jax import evaluate, parallel
 from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus, load_corpus
-from bigram_jax.data import CharTokenizer, TokenIds
-from bigram_jax.errors import Interrupted
+from bigram_jax.errors import Interrupted, NonFinite
 from bigram_jax.feed import HostFeed
-from bigram_jax.sampling import generate
-from bigram_jax.loss import resolve_loss
 from bigram_jax.model import BigramLanguageModel, table_of
 from bigram_jax.progress import Progress
 from bigram_jax.run_dir import RunDir
+from bigram_jax.summary import sample_text, summarize  # noqa: F401  (sample_text: the notebook's)
 from bigram_jax.train import TrainState, init_state, lr_schedule, train_steps
 
 
@@ -73,7 +72,8 @@ def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tenso
     try:
         with job.checkpoints, RunDir(cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
             trained = train_loop(job, run)
-            return summarize(job, trained, run, before)
+        # every checkpoint is on disk now, and a stop signal stops the closing sample at once
+        return summarize(job, trained, run, before)
     finally:
         if job.feed is not None:
             job.feed.close()
@@ -143,6 +143,18 @@ def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | Non
 CHECKPOINT_SECONDS = 60.0  # checkpoint_every = 0: at an eval once this long has passed since the last save
 
 
+@dataclasses.dataclass
+class Clock:
+    """The loop's running figures between evals, and where its time went."""
+
+    start: int  # the step this run started from
+    loss_sum: float = 0.0  # batch losses since the last eval
+    since: int = 0  # steps since the last eval
+    window_s: float = 0.0  # training seconds since the last eval
+    seconds: dict = dataclasses.field(default_factory=lambda: {"train": 0.0, "eval": 0.0, "checkpoints": 0.0})
+    last_save: float = dataclasses.field(default_factory=time.monotonic)
+
+
 def train_loop(job: Job, run: RunDir) -> Trained:
     """Run chunks of steps to cfg.max_iters; eval, log and checkpoint at their steps; stop on a signal.
 
@@ -150,44 +162,56 @@ def train_loop(job: Job, run: RunDir) -> Trained:
     SIGINT is honoured within about that time. The host syncs once per chunk, never per step.
     """
     cfg, state = job.cfg, job.state
-    step = start = int(state.step)
-    tokens_per_step = cfg.batch_size * cfg.block_size
-    lr = jax.jit(lr_schedule(cfg))  # one compiled schedule for the logs, not a few eager ops per eval
+    step = int(state.step)
+    clock, lr = Clock(step), jax.jit(lr_schedule(cfg))  # one compiled schedule for the logs, not eager ops
     losses = job.exact(state.params)
     if step == 0:  # a resumed run logged its starting step before it stopped
         run.log_eval(step, *losses, batch_loss=None, lr=float(lr(step)))
-    chunk, train_s, window_s, loss_sum, since = min(64, cfg.eval_interval), 0.0, 0.0, 0.0, 0
-    eval_s = ckpt_s = 0.0
-    last_save = time.monotonic()
+    chunk = min(64, cfg.eval_interval)
+    ends = [cfg.eval_interval, cfg.max_iters] + ([cfg.checkpoint_every] if cfg.checkpoint_every else [])
     with Progress(cfg.max_iters, step, enabled=run.primary) as bar:
         while step < cfg.max_iters:
-            every = [cfg.eval_interval] + ([cfg.checkpoint_every] if cfg.checkpoint_every else [])
-            n = min(min(_next(step, e) for e in every + [cfg.max_iters]) - step, chunk)  # chunks end at evals
+            n = min(min(_next(step, e) for e in ends) - step, chunk)  # chunks end at evals and checkpoints
             t = time.perf_counter()
             state, chunk_loss = job.advance(state, step, n)
-            loss_sum += float(chunk_loss)  # one sync per chunk, for the clock and the signal check
+            chunk_loss = float(chunk_loss)  # one sync per chunk, for the clock and the signal check
             dt = time.perf_counter() - t
-            train_s, window_s, since, step = train_s + dt, window_s + dt, since + n, step + n
+            if not math.isfinite(chunk_loss):  # nothing of this chunk is logged or saved
+                last = job.checkpoints.mgr.latest_step()
+                kept = "no checkpoint was written" if last is None else f"the last checkpoint (step {last}) is finite"
+                raise NonFinite(f"the loss became non-finite between steps {step} and {step + n}; {kept}: "
+                                "try a lower --learning-rate, or --grad-clip")
+            step += n
+            clock.loss_sum, clock.since, clock.window_s = clock.loss_sum + chunk_loss, clock.since + n, clock.window_s + dt
+            clock.seconds["train"] += dt
             at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
             # every process runs the same steps and saves at the same ones: they agree on all three
             stop, chunk, at_ckpt = parallel.agree(run.stop_signal, max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6))),
-                                                  _checkpoint_due(cfg, step, at_eval, last_save))
-            bar.update(step, (step - start) * tokens_per_step / max(train_s, 1e-9))
-            t = time.perf_counter()
+                                                  _checkpoint_due(cfg, step, at_eval, clock.last_save))
+            bar.update(step, (step - clock.start) * cfg.batch_size * cfg.block_size / clock.seconds["train"])
             if at_eval or at_ckpt or stop:
-                losses = job.exact(state.params)
-            if at_eval:
-                run.log_eval(step, *losses, batch_loss=loss_sum / since, lr=float(lr(step - 1)),
-                             tokens_per_second=since * tokens_per_step / max(window_s, 1e-9))
-                loss_sum, since, window_s = 0.0, 0, 0.0
-            eval_s, t = eval_s + time.perf_counter() - t, time.perf_counter()
-            if at_ckpt or stop:
-                job.checkpoints.save(state, ckpt_lib.make_meta(cfg, job.corpus, *losses), losses[1])
-                last_save = time.monotonic()
-            ckpt_s += time.perf_counter() - t
+                losses = _eval_and_save(job, run, state, clock, float(lr(step - 1)), at_eval, at_ckpt or stop)
             if stop:
                 raise Interrupted(stop, step)
-    return Trained(state, losses, start, {"train": train_s, "eval": eval_s, "checkpoints": ckpt_s})
+    return Trained(state, losses, clock.start, clock.seconds)
+
+
+def _eval_and_save(job: Job, run: RunDir, state: TrainState, clock: Clock, lr: float, log: bool,
+                   save: bool) -> tuple[float, float]:
+    """Exact losses of `state`; logged (an eval step) and/or checkpointed with them."""
+    cfg, step, t = job.cfg, int(state.step), time.perf_counter()
+    losses = job.exact(state.params)
+    if log:
+        run.log_eval(step, *losses, batch_loss=clock.loss_sum / clock.since, lr=lr,
+                     tokens_per_second=clock.since * cfg.batch_size * cfg.block_size / max(clock.window_s, 1e-9))
+        clock.loss_sum, clock.since, clock.window_s = 0.0, 0, 0.0
+    clock.seconds["eval"] += time.perf_counter() - t
+    if save:
+        t = time.perf_counter()
+        job.checkpoints.save(state, ckpt_lib.make_meta(cfg, job.corpus, *losses), losses[1])
+        clock.last_save = time.monotonic()
+        clock.seconds["checkpoints"] += time.perf_counter() - t
+    return losses
 
 
 def _checkpoint_due(cfg: Config, step: int, at_eval: bool, last_save: float) -> bool:
@@ -203,41 +227,3 @@ def _checkpoint_due(cfg: Config, step: int, at_eval: bool, last_save: float) -> 
 def _next(step: int, every: int) -> int:
     """The first multiple of `every` after `step` (for max_iters: itself, once it is ahead)."""
     return (step // every + 1) * every
-
-
-def summarize(job: Job, trained: Trained, run: RunDir, before: float | None = None) -> dict:
-    """The run's figures as summary.json, with the lecture's closing sample and where the time went."""
-    cfg, V, state = job.cfg, job.corpus.tokenizer.vocab_size, trained.state
-    step, train_s = int(state.step), trained.seconds["train"]
-    tokens = (step - trained.start_step) * cfg.batch_size * cfg.block_size
-    summary = {
-        "step": step, "train_loss": trained.losses[0], "val_loss": trained.losses[1], **job.floors,
-        "tokens_per_second": tokens / train_s if train_s else None, "train_seconds": train_s,
-        "compile_seconds": job.compile_s, "wall_seconds": run.elapsed(),
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "mesh": dict(job.mesh.shape), "processes": jax.process_count(), **parallel.shard_report(state),
-        "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
-        "vocab_size": V, "data_sha256": job.corpus.sha256,
-    }
-    t = time.perf_counter()
-    if cfg.sample_tokens:  # every process samples (the table may be spread over all of them); one prints
-        summary["sample"] = sample_text(state.params, cfg, job.corpus.tokenizer)
-        job.say(summary["sample"])
-    summary["wall_seconds"] = run.elapsed()
-    summary["seconds"] = {"before_job": before, "corpus": job.floors["corpus_seconds"], "compile": job.compile_s,
-                          **trained.seconds, "sample": time.perf_counter() - t, "job": summary["wall_seconds"]}
-    summary["ended_at"] = time.time()  # the epoch second of the last line: what follows is the process's exit
-    run.write_summary(summary)
-    return summary
-
-
-def sample_text(params: dict, cfg: Config, tokenizer: CharTokenizer | TokenIds) -> str:
-    """The lecture's closing sample: `sample_tokens` tokens after a context of id 0 ('\\n' in tinyshakespeare)."""
-    key = _sample_key(np.uint32(cfg.seed))  # its own stream, apart from init and batches
-    idx = np.zeros((1, 1), np.int32)
-    out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None)
-    return tokenizer.decode(np.asarray(out)[0])  # indexed on the host: an eager device op would cost a compile
-
-
-# one small program, where two eager random ops would each be traced and compiled at the end of every run
-_sample_key = jax.jit(lambda seed: jax.random.fold_in(jax.random.key(seed), 1))
