@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bigram_jax.config import CHOICES, FIELDS, TYPES, load_config_file, make_config
-from bigram_jax.errors import OneLineParser, UserError, guard, interruptible
+from bigram_jax.config import CHOICES, FIELDS, TYPES, from_flag, load_config_file, make_config
+from bigram_jax.errors import OneLineParser, UserError, check_regular, guard, interruptible
 
 STARTED = time.time()  # this module's import: the work of a command begins about here
 
@@ -20,7 +20,8 @@ def train_parser() -> argparse.ArgumentParser:
         metavar = "{" + ",".join(CHOICES[name]) + "}" if name in CHOICES else TYPES[name].__name__.upper()
         p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=metavar,
                        help=f"{field.metadata['help']} (default: {field.default})")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir "
+                   "(default: the newest run under runs/bigram)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="resume even if the checkpoint's vocabulary or data file differ")
     p.add_argument("--plot", action="store_true",
@@ -33,6 +34,8 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
     g.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
     g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
+    g.add_argument("--distributed-timeout", type=int, metavar="SECONDS",
+                   help="give up joining after this long (default: JAX's, 300; a pod's hosts may start minutes apart)")
     return p
 
 
@@ -40,18 +43,10 @@ def _train(argv: Sequence[str] | None) -> int:
     """Parse, prepare and run one training job."""
     args = train_parser().parse_args(argv)
     overrides: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    overrides.update({k: v for k, v in vars(args).items() if k in FIELDS and v is not None})
-    if args.allow_mismatch and not args.resume:
-        raise UserError("--allow-mismatch only makes sense with --resume")
-    cluster = (args.coordinator, args.num_processes, args.process_id)
-    if any(v is not None for v in cluster) and not args.distributed:
-        raise UserError("--coordinator, --num-processes and --process-id need --distributed")
-    if args.plot and args.distributed:  # plotting reads the checkpoint in one process: orbax would wait for all
-        raise UserError("--plot does not combine with --distributed: run scripts/plot.py --run OUT_DIR afterwards")
-    if args.num_processes is not None and args.num_processes < 1:
-        raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
-    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 2**31):
-        raise UserError(f"--process-id must be in [0, --num-processes), got {args.process_id}")
+    overrides.update({k: from_flag(k, v) for k, v in vars(args).items() if k in FIELDS and v is not None})
+    _check_run_flags(args, overrides)
+    if not args.resume:
+        make_config(overrides)  # every setting checked before anything is written
     if args.plot:  # a missing optional extra fails before training, not after
         from bigram_jax.plot import check_available
 
@@ -63,21 +58,50 @@ def _train(argv: Sequence[str] | None) -> int:
     if args.distributed:  # before anything touches a device
         from bigram_jax.parallel import initialize
 
-        initialize(*cluster)
+        initialize(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
     _compile_cache()
     from bigram_jax.checkpoint import open_resume
     from bigram_jax.job import train_and_evaluate
     from bigram_jax.parallel import is_primary
+    from bigram_jax.run_dir import RUNS, claim, latest_run
 
-    resume = open_resume(overrides, args.allow_mismatch) if args.resume else None
-    cfg = resume.cfg if resume is not None else make_config(overrides)
-    train_and_evaluate(cfg, resume, tensorboard=args.tensorboard, started=STARTED)
+    resume = None
+    if args.resume:  # the newest run unless named; locked before its checkpoints are opened
+        overrides["out_dir"] = overrides.get("out_dir") or str(latest_run(RUNS))
+        if is_primary():
+            claim(Path(overrides["out_dir"]), fresh=False)
+        resume = open_resume(overrides, args.allow_mismatch)
+    summary = train_and_evaluate(resume.cfg if resume else make_config(overrides), resume,
+                                 tensorboard=args.tensorboard, started=STARTED)
     if args.plot and is_primary():  # after the run closed its checkpoints: the last one is complete on disk
         from bigram_jax.plot import write_plots
 
-        for path in write_plots([Path(cfg.out_dir)], Path(cfg.out_dir)):
+        for path in write_plots([Path(summary["out_dir"])], Path(summary["out_dir"])):
             print(f"wrote {path}")
     return 0
+
+
+def _check_run_flags(args: argparse.Namespace, overrides: dict) -> None:
+    """Flags that only make sense together, checked before anything starts."""
+    cluster = (args.coordinator, args.num_processes, args.process_id)
+    if args.allow_mismatch and not args.resume:
+        raise UserError("--allow-mismatch only makes sense with --resume")
+    if any(v is not None for v in cluster) and not args.distributed:
+        raise UserError("--coordinator, --num-processes and --process-id need --distributed")
+    if args.distributed and not overrides.get("out_dir"):  # each process would number a folder of its own
+        raise UserError("--distributed needs --out-dir: every process must write to the same run folder")
+    if args.plot and args.distributed:  # plotting reads the checkpoint in one process: orbax would wait for all
+        raise UserError("--plot does not combine with --distributed: run scripts/plot.py --run OUT_DIR afterwards")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UserError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 2**31):
+        raise UserError(f"--process-id must be in [0, --num-processes), got {args.process_id}")
+    if args.distributed_timeout is not None and args.distributed_timeout <= 0:
+        raise UserError(f"--distributed-timeout must be positive, got {args.distributed_timeout}")
+    if args.coordinator is not None:
+        from bigram_jax.parallel import check_coordinator
+
+        check_coordinator(args.coordinator)
 
 
 def _compile_cache() -> None:
@@ -99,7 +123,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def sample_parser() -> argparse.ArgumentParser:
     """Flags of scripts/sample.py."""
     p = OneLineParser(prog="sample.py", description="Sample text from a bigram-jax checkpoint.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run's out-dir or its checkpoints folder")
+    p.add_argument("--checkpoint", metavar="DIR", help="a run's out-dir or its checkpoints folder (default: the "
+                   "newest run under runs/bigram)")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt", help="text to continue (default: token id 0, the first vocabulary character, as "
@@ -118,6 +143,8 @@ def sample_parser() -> argparse.ArgumentParser:
 def _read_prompt(args: argparse.Namespace, default: str) -> str:
     """The prompt text from --prompt, --prompt-file, or the lecture's default (token id 0)."""
     if args.prompt_file is not None:
+        if Path(args.prompt_file).exists():  # a FIFO would block, /dev/zero never end
+            check_regular(Path(args.prompt_file), "prompt file")
         try:
             prompt = Path(args.prompt_file).read_bytes().decode("utf-8")
         except OSError as e:
@@ -134,17 +161,21 @@ def _read_prompt(args: argparse.Namespace, default: str) -> str:
 def _sample(argv: Sequence[str] | None) -> int:
     """Load params from a checkpoint and print samples."""
     args = sample_parser().parse_args(argv)
-    if args.num_tokens < 0 or args.num_samples < 1:
-        raise UserError("--num-tokens must be >= 0 and --num-samples >= 1")
+    if not 0 <= args.num_tokens < 2**31 or not 1 <= args.num_samples < 2**31:
+        raise UserError("--num-tokens must be >= 0 and --num-samples >= 1 (each below 2**31)")
     if not 0 <= args.seed < 2**32:  # jax.random.key keeps only the low 32 bits without x64
         raise UserError(f"--seed must be in [0, 2**32), got {args.seed}")
     import jax
     import numpy as np
 
     from bigram_jax.checkpoint import load_checkpoint
+    from bigram_jax.memory import check_fits
+    from bigram_jax.run_dir import RUNS, latest_run
     from bigram_jax.sampling import generate
 
-    ck = load_checkpoint(args.checkpoint, args.step)
+    # ids out (int32) and the draws' keys and uniforms (8 and 4 bytes a token), before anything is loaded
+    check_fits({"samples": 4.0 * args.num_samples * args.num_tokens, "keys": 12.0 * args.num_tokens})
+    ck = load_checkpoint(args.checkpoint or latest_run(RUNS), args.step)
     tok = ck.tokenizer
     prompt = tok.encode(_read_prompt(args, tok.decode([0])))
     idx = np.tile(prompt, (args.num_samples, 1))  # (S, T)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typing
 from typing import Any, Literal
 
-from bigram_jax.errors import UserError
+from bigram_jax.errors import UserError, check_regular
 
 
 def _field(default: Any, help: str) -> Any:
@@ -62,7 +62,8 @@ class Config:
     sample_tokens: int = _field(500, "characters sampled at the end; 0 = none")
     temperature: float = _field(1.0, "sampling temperature")
     top_k: int = _field(0, "sample only from the k most likely characters; 0 = off")
-    out_dir: str = _field("runs/bigram", "where the run writes")
+    out_dir: str = _field("", "where the run writes; default: a new folder runs/bigram/version_N (sample.py, "
+                          "plot.py and --resume then take the newest)")
     # checkpoints
     checkpoint_every: int = _field(0, "checkpoint every N steps; 0 = at an eval once a minute has passed since "
                                    "the last checkpoint (and always at the last step, and on SIGTERM/SIGINT)")
@@ -83,6 +84,8 @@ CHOICES = {name: typing.get_args(h) for name, h in _HINTS.items() if typing.get_
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a JSON or TOML config file into a dict (keys checked later)."""
     p = Path(path)
+    if p.exists():
+        check_regular(p, "config file")  # a FIFO would block
     try:
         raw = p.read_bytes()
     except OSError as e:
@@ -99,23 +102,31 @@ def load_config_file(path: str) -> dict[str, Any]:
     return d
 
 
+def from_flag(name: str, text: str) -> Any:
+    """A command-line value (always text) as the field's type; make_config then checks it like a file's."""
+    kind = TYPES[name]
+    if kind is str:
+        return text
+    try:
+        return int(text) if kind is int else float(text)
+    except ValueError:
+        raise UserError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, got {text!r}") from None
+
+
 def _coerce(name: str, value: Any) -> Any:
-    """Convert a value from a file or flag to the field's type, or raise UserError."""
+    """A value from a file (or a typed flag) as the field's type, or UserError: a string is not a number here,
+    so a JSON "32" for batch_size is refused as the README says."""
     kind = TYPES[name]
     try:
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if kind is int and not isinstance(value, (bool, str)):
+            if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
+        if kind is float and not isinstance(value, (bool, str)):
             return float(value)
-        if kind is str:
-            if not isinstance(value, str):
-                raise ValueError
+        if kind is str and isinstance(value, str):
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     raise UserError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
 
@@ -131,8 +142,14 @@ def make_config(overrides: dict[str, Any], base: Config | None = None) -> Config
     return cfg
 
 
+INT32_MAX = 2**31 - 1  # steps, batch shapes and token ids are int32 inside the compiled programs
+
+
 def validate(cfg: Config) -> None:
     """Raise UserError on the first setting that cannot work."""
+    for name, kind in TYPES.items():
+        if kind is int and getattr(cfg, name) > INT32_MAX and name != "seed":
+            raise UserError(f"{name} must be at most 2**31 - 1, got {getattr(cfg, name)}")
     for name in ("batch_size", "block_size", "eval_interval", "keep_checkpoints"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
@@ -166,3 +183,19 @@ def validate(cfg: Config) -> None:
         raise UserError(f"val_data must be a token-id file (.bin or .npy), got {cfg.val_data!r}")
     if not 0 <= cfg.seed < 2**32:  # jax.random.key keeps only the low 32 bits without x64
         raise UserError(f"seed must be in [0, 2**32), got {cfg.seed}")
+    _validate_optimizer(cfg)
+
+
+def _validate_optimizer(cfg: Config) -> None:
+    """AdamW settings that would turn the table into NaN, or that float32 would round into such values."""
+    import numpy as np  # (light: numpy only, no JAX)
+
+    if cfg.eps <= 0:
+        raise UserError(f"eps must be positive (it keeps AdamW's division finite), got {cfg.eps}")
+    for name in ("beta1", "beta2"):
+        v = getattr(cfg, name)
+        if 0 <= v < 1 <= np.float32(v):
+            raise UserError(f"{name} {v} rounds to 1.0 in float32: at most {float(np.nextafter(np.float32(1), 0))}")
+    if cfg.learning_rate * cfg.weight_decay >= 1:
+        raise UserError(f"learning_rate x weight_decay must be below 1 (each step multiplies the table by "
+                        f"1 - their product), got {cfg.learning_rate * cfg.weight_decay:g}")

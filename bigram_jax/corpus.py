@@ -11,7 +11,7 @@ from bigram_jax import data as data_lib
 from bigram_jax import text_file, token_file
 from bigram_jax.config import Config
 from bigram_jax.counts import pair_ids
-from bigram_jax.errors import UserError
+from bigram_jax.errors import UserError, check_regular
 from bigram_jax.token_file import TokenFile
 
 
@@ -134,7 +134,7 @@ def load_corpus(cfg: Config) -> Corpus:
         return _token_corpus(cfg, path)
     if cfg.val_data:
         raise UserError("--val-data needs token-id --data (.bin or .npy); text data is split by --train-frac")
-    st = token_file.check_regular(path)
+    st = check_regular(path)
     if st.st_size > text_file.IN_MEMORY_MAX:
         return _big_text_corpus(cfg, path, st)
     text, sha = data_lib.load_text(path)

@@ -12,7 +12,7 @@ import numpy as np
 
 from bigram_jax.cache import cache_dir
 from bigram_jax.errors import UserError
-from bigram_jax.token_file import check_regular
+from bigram_jax.errors import check_regular
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import signal
+import stat
 import sys
 import threading
 from typing import Callable, NoReturn
@@ -65,6 +67,19 @@ def interruptible(fn: Callable, *args: object) -> object:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def check_regular(path: Path, what: str = "data file") -> os.stat_result:
+    """The file's stat; a missing file, a folder, a FIFO or a device is a UserError (reading them would hang)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{what} {path} is not a regular file")
+    return st
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -10,22 +10,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from bigram_jax import checkpoint as ckpt_lib
-from bigram_jax import evaluate, parallel
+from bigram_jax import evaluate, memory, parallel
 from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus, load_corpus
-from bigram_jax.errors import Interrupted, NonFinite
+from bigram_jax.errors import Interrupted, NonFinite, UserError
 from bigram_jax.feed import HostFeed
 from bigram_jax.model import BigramLanguageModel, table_of
 from bigram_jax.progress import Progress
+from bigram_jax import run_dir
 from bigram_jax.run_dir import RunDir
 from bigram_jax.summary import sample_text, summarize  # noqa: F401  (sample_text: the notebook's)
-from bigram_jax.train import TrainState, init_state, lr_schedule, train_steps
+from bigram_jax.train import DRAW_STEPS, TrainState, init_state, lr_schedule, train_steps
 
 
 @dataclasses.dataclass
@@ -70,7 +72,7 @@ def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tenso
     before = time.time() - started if started is not None else None
     job = setup(cfg, resume)
     try:
-        with job.checkpoints, RunDir(cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
+        with job.checkpoints, RunDir(job.cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
             trained = train_loop(job, run)
         # every checkpoint is on disk now, and a stop signal stops the closing sample at once
         return summarize(job, trained, run, before)
@@ -87,6 +89,14 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
     V = corpus.tokenizer.vocab_size
     say = print if parallel.is_primary() else (lambda *a, **k: None)  # one process speaks for all
     mesh = parallel.make_mesh(cfg, V)
+    if cfg.top_k > V:
+        raise UserError(f"top_k {cfg.top_k} is more than the vocabulary ({V})")
+    home = memory.data_home(cfg, len(corpus.train), V, mesh)
+    memory.check_fits(memory.run_bytes(cfg, V, mesh, len(corpus.train) if home == "device" else 0, DRAW_STEPS))
+    if resume is None:  # the run folder: named, or the next numbered one; locked for the run's life
+        cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(run_dir.next_run(run_dir.RUNS)))
+        if parallel.is_primary():
+            run_dir.claim(Path(cfg.out_dir), fresh=True)
     if resume is not None:
         ckpt_lib.check_compatible(resume, corpus, say)
     checkpoints = resume.checkpoints if resume is not None else ckpt_lib.open_fresh(cfg)
@@ -103,7 +113,7 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
         counts = {s: evaluate.device_counts(c, dtype, lambda x: parallel.replicate(x, mesh))
                   for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
         t0 = time.perf_counter()
-        advance, feed = _place_data(cfg, corpus, state, mesh, say)
+        advance, feed = _place_data(cfg, corpus, state, mesh, home, say)
     except BaseException:
         checkpoints.close()
         raise
@@ -113,10 +123,9 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
 
 
 
-def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, say: Callable
+def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home: str, say: Callable
                 ) -> tuple[Callable, HostFeed | None]:
-    """The training tokens on the device(s), or left on the host and fed; the chunk program compiled once."""
-    home = parallel.data_home(cfg, len(corpus.train), corpus.tokenizer.vocab_size, mesh)
+    """The training tokens on the device(s) (`home` 'device'), or left on the host and fed; compiled once."""
     if cfg.data_on == "auto" and home == "host":
         say(f"data: {len(corpus.train):,} train tokens stay on the host (memory-mapped), fed a block at a time")
     if home == "host":
@@ -132,7 +141,11 @@ def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | Non
     """The latest checkpoint's state restored into this mesh's shardings, or a fresh one created in place."""
     abstract = jax.eval_shape(lambda: init_state(cfg, V))
     if resume is not None:  # any mesh can resume any checkpoint: orbax lands each shard on its device
-        state = resume.checkpoints.restore_state(resume.step, parallel.abstract_on(abstract, mesh))
+        target, ckpts = parallel.abstract_on(abstract, mesh), resume.checkpoints
+        try:
+            state = ckpts.restore_state(resume.step, target, resume.meta)
+        except UserError as e:  # never a silent fall-back to an older step: say which one is intact
+            raise UserError(f"{e}; {ckpts.newest_intact(resume.step, target)}") from None
         say(f"resumed from {resume.checkpoints.directory / str(resume.step)} (step {resume.step})")
         return state
     # init compiled as one program, each array created in place on its devices

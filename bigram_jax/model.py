@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bigram_jax.errors import UserError
+
 
 class BigramLanguageModel(nn.Module):
     """Each token reads the logits for the next token off a row of a V x V lookup table."""
@@ -18,7 +20,11 @@ class BigramLanguageModel(nn.Module):
             self.vocab_size, self.vocab_size, embedding_init=nn.initializers.normal(1.0))
 
     def __call__(self, idx: jax.Array, targets: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
-        """The lecture's forward: logits (B, T, C) and None, or logits (B*T, C) and the mean cross-entropy."""
+        """The lecture's forward: logits (B, T, C) and None, or logits (B*T, C) and the mean cross-entropy.
+
+        Ids outside [0, V) would read NaN rows (or wrap, for -1): called eagerly, they are a UserError; under
+        jit the values are not known and are not checked, so validate them before (data.check_ids)."""
+        _check_concrete(self.vocab_size, idx, targets)
         logits = self.token_embedding_table(idx)  # (B, T, C)
         if targets is None:
             return logits, None
@@ -35,6 +41,16 @@ class BigramLanguageModel(nn.Module):
         """Mean cross-entropy of a batch given only its (V, V) transition counts: -sum(C * log_softmax) / N."""
         table = self.table()
         return counts_xent(table, counts.astype(table.dtype))
+
+
+def _check_concrete(V: int, *arrays: jax.Array | None) -> None:
+    """Raise UserError for an id outside [0, V) in any array whose values are known (not traced)."""
+    for a in arrays:
+        if a is None or isinstance(a, jax.core.Tracer) or not getattr(a, "size", 0):
+            continue
+        lo, hi = int(jnp.min(a)), int(jnp.max(a))
+        if lo < 0 or hi >= V:
+            raise UserError(f"token ids must be in [0, {V}), got {lo}..{hi}")
 
 
 def table_of(params: dict) -> jax.Array:

@@ -8,7 +8,7 @@ collectives (the gradient all-reduce, the row gathers of the loss and the sample
 from __future__ import annotations
 
 import math
-import os
+import sys
 from typing import Any
 
 import jax
@@ -18,21 +18,38 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError
+from bigram_jax.memory import MEMORY_FRACTION, STATE_BYTES_PER_PARAM, device_bytes, host_bytes
 
 JOINED = False  # this process joined a multi-process run (it must leave it through JAX's exit handler)
-STATE_BYTES_PER_PARAM = 24  # f32 table + 2 moments persist (12 B); the update holds grads and new values beside them
-MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 75% of the memory by default)
 
 
-def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+def check_coordinator(address: str) -> None:
+    """HOST:PORT with a port in 1..65535 and a host name that resolves; else one line, at once."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234), got {address!r}")
+    try:
+        socket.getaddrinfo(host.strip("[]"), int(port))
+    except (OSError, UnicodeError) as e:
+        raise UserError(f"--coordinator: cannot resolve host {host!r} ({e})") from None
+
+
+def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
+               timeout: int | None = None) -> None:
     """Join JAX's multi-process runtime (arguments from the environment on TPU pods and SLURM when None)."""
-    # CPU devices have no collectives across processes unless told to use gloo; harmless on GPU/TPU
     global JOINED
+    # CPU devices have no collectives across processes unless told to use gloo; harmless on GPU/TPU
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    where = f"the coordinator at {coordinator}" if coordinator else "the coordinator the environment names"
+    who = f"process {process_id} of {num_processes}" if process_id is not None else "this process"
+    print(f"--distributed: {who} is joining {where} (up to {timeout or 300} s; --distributed-timeout)",
+          file=sys.stderr, flush=True)
     JOINED = True
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
+                                   process_id=process_id, initialization_timeout=timeout or 300)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"--distributed: cannot join the other processes: {str(e).splitlines()[0]}") from None
 
@@ -40,70 +57,6 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
 def is_primary() -> bool:
     """True in the process that writes logs, summaries and samples (process 0)."""
     return jax.process_index() == 0
-
-
-def _device_bytes(device: jax.Device) -> int | None:
-    """Memory JAX may use on a local device, in bytes; None where the backend does not say."""
-    try:
-        stats = device.memory_stats()
-    except Exception:  # some backends raise instead of returning None
-        return None
-    return (stats or {}).get("bytes_limit")
-
-
-def _read_int(path: str) -> int | None:
-    """An integer from a /proc or /sys file; None if absent or not a number ('max')."""
-    try:
-        return int(open(path).read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _cgroup_limit() -> int | None:
-    """The container's memory limit (cgroup v2, else v1), if it has one."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        v = _read_int(path)
-        if v is not None and v < 1 << 60:  # v1 says "no limit" with a huge number
-            return v
-    return None
-
-
-def _host_bytes() -> int:
-    """The memory this process may use in all: the host's, or its container's limit if lower."""
-    phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return min(phys, _cgroup_limit() or phys)
-
-
-def host_available_bytes() -> int:
-    """Memory free for this run now: MemAvailable, and no more than the container's limit leaves."""
-    avail = _host_bytes()
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                avail = min(avail, int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    used = _read_int("/sys/fs/cgroup/memory.current") or _read_int("/sys/fs/cgroup/memory/memory.usage_in_bytes")
-    limit = _cgroup_limit()
-    return min(avail, limit - used) if limit and used else avail
-
-
-CPU_RESIDENT_MAX = 256 << 20  # on CPU a device copy of the corpus only duplicates the memory map: small ones only
-DEVICE_DATA_FRACTION = 0.25  # of a device's memory left by the table and moments, for a resident corpus
-
-
-def data_home(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh) -> str:
-    """'device' (the corpus copied to every device) or 'host' (memory-mapped, windows fed): cfg.data_on, or
-    for 'auto' the device when an int32 copy per device fits its budget."""
-    if cfg.data_on != "auto":
-        return cfg.data_on
-    local = jax.local_devices()
-    need = 4 * n_tokens  # int32 per token, on every device
-    if local[0].platform == "cpu":  # CPU devices share the host's memory: count every copy against it
-        return "device" if need * len(local) <= min(CPU_RESIDENT_MAX, host_available_bytes() // 4) else "host"
-    limit = _device_bytes(local[0])
-    state = STATE_BYTES_PER_PARAM * vocab_size * vocab_size / mesh.shape["model"]
-    return "device" if limit is None or need <= DEVICE_DATA_FRACTION * (limit - state) else "host"
 
 
 def choose_model_parallel(cfg: Config, vocab_size: int, devices: list) -> int:
@@ -120,11 +73,11 @@ def choose_model_parallel(cfg: Config, vocab_size: int, devices: list) -> int:
     need = STATE_BYTES_PER_PARAM * V * V
     local = jax.local_devices()[0]  # memory_stats() answers only for this process's devices
     if local.platform == "cpu":  # CPU devices share the host's memory: splitting the table saves nothing
-        if need > MEMORY_FRACTION * _host_bytes():
+        if need > MEMORY_FRACTION * host_bytes():
             raise UserError(f"the {V}x{V} table needs about {need / 2**30:.1f} GiB with AdamW; this host has "
-                            f"{_host_bytes() / 2**30:.1f} GiB")
+                            f"{host_bytes() / 2**30:.1f} GiB")
         return 1
-    limit = _device_bytes(local)
+    limit = device_bytes(local)
     if limit is None or need <= MEMORY_FRACTION * limit:
         return 1
     for mp in (d for d in range(2, n + 1) if n % d == 0 and V % d == 0):

@@ -211,11 +211,16 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         p = OneLineParser(prog="plot.py", description="Write loss.png (all runs overlaid) and transitions.png "
                     "(the first run's learned vs count-based transition table).")
-        p.add_argument("--run", action="append", required=True, metavar="DIR",
-                       help="a training run's --out-dir; repeat to overlay runs in loss.png")
+        p.add_argument("--run", action="append", metavar="DIR",
+                       help="a training run's --out-dir; repeat to overlay runs in loss.png (default: the newest run "
+                       "under runs/bigram)")
         p.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: the first --run)")
         args = p.parse_args(argv)
-        runs = [Path(r) for r in args.run]
+        from bigram_jax.run_dir import RUNS, latest_run
+
+        runs = [Path(r) for r in args.run] if args.run else [latest_run(RUNS)]
+        if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a file, not a folder")
         for path in write_plots(runs, Path(args.out) if args.out else runs[0]):
             print(path)
         return 0

@@ -13,6 +13,68 @@ from pathlib import Path
 from typing import Any
 
 from bigram_jax.config import Config
+from bigram_jax.errors import UserError
+
+
+RUNS = Path("runs/bigram")  # where runs go without --out-dir: version_0, version_1, ... (as Lightning numbers them)
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard")
+LOCK = ".lock"
+_held: list = []  # the open lock files of this process: the OS releases them when it ends, however it ends
+
+
+def holds_run(out_dir: Path) -> list[str]:
+    """The files of a run that `out_dir` already holds."""
+    return [name for name in RUN_FILES if (out_dir / name).exists()]
+
+
+def claim(out_dir: Path, fresh: bool) -> None:
+    """Make `out_dir` this run's: refuse a fresh run into a folder that holds a run, then lock it for the run's
+    life (a second run into it is refused while this one lives; a killed run's lock goes with its process)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out-dir {out_dir} is a file, not a folder")
+    found = holds_run(out_dir) if fresh else []
+    if found:
+        raise UserError(f"{out_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+                        "or choose another --out-dir (nothing was changed)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import fcntl  # POSIX: the lock is the OS's, so it cannot outlive the process that holds it
+
+    f = open(out_dir / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise UserError(f"{out_dir} is in use by another run: wait for it to end, or choose another --out-dir") from None
+    _held.append(f)  # (the file stays empty: a run folder's files change only when a run writes them)
+
+
+def next_run(base: Path) -> Path:
+    """A new numbered run folder under `base` (version_0, version_1, ...), created at once so that two runs
+    started together never pick the same one."""
+    n = 1 + max((v for v in map(_version, base.glob("version_*")) if v is not None), default=-1)
+    while True:
+        path = base / f"version_{n}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def latest_run(base: Path) -> Path:
+    """The newest numbered run under `base` (or `base` itself, a run of a version that did not number them)."""
+    runs = sorted((v, p) for p in base.glob("version_*") if (v := _version(p)) is not None)
+    if runs:
+        return runs[-1][1]
+    if holds_run(base):
+        return base
+    raise UserError(f"no run found in {base}: train one first (python scripts/train.py), or name it")
+
+
+def _version(p: Path) -> int | None:
+    """N of a folder named version_N."""
+    tail = p.name.removeprefix("version_")
+    return int(tail) if p.is_dir() and tail.isdigit() else None
 
 
 def _step_of(row: str) -> float:

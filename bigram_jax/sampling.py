@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,16 +17,34 @@ from bigram_jax.parallel import to_host
 SAMPLERS = ("categorical", "cdf")
 
 
-def _check(vocab_size: int, max_new_tokens: int, temperature: float, top_k: int | None, sampler: str) -> None:
-    """Reject arguments that would sample garbage, with a UserError."""
-    if isinstance(max_new_tokens, bool) or int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+def _number(x: Any, integer: bool) -> float | int | None:
+    """A Python, numpy or JAX scalar as a Python number (None if it is not one, or not an integer if asked)."""
+    if isinstance(x, bool) or np.ndim(x) != 0:
+        return None
+    a = np.asarray(x)
+    if a.dtype.kind not in ("iu" if integer else "iuf"):
+        return None
+    return int(a) if integer else float(a)
+
+
+def _check(table: jax.Array, max_new_tokens: Any, temperature: Any, top_k: Any, sampler: str
+           ) -> tuple[int, float, int | None]:
+    """(max_new_tokens, temperature, top_k) as Python numbers, or a UserError for what would sample garbage."""
+    V, n, t = table.shape[0], _number(max_new_tokens, True), _number(temperature, False)
+    k = None if top_k is None else _number(top_k, True)
+    if table.ndim != 2 or table.shape[0] != table.shape[1]:
+        raise UserError(f"the table must be square (V, V), got shape {table.shape}")
+    if n is None or n < 0:
         raise UserError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    if t is None or not (math.isfinite(t) and t > 0):
         raise UserError(f"temperature must be a positive finite number, got {temperature!r}")
-    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= vocab_size):
-        raise UserError(f"top_k must be an integer in 1..{vocab_size} (the vocabulary size), got {top_k!r}")
+    if top_k is not None and (k is None or not 1 <= k <= V):
+        raise UserError(f"top_k must be an integer in 1..{V} (the vocabulary size), got {top_k!r}")
     if sampler not in SAMPLERS:
         raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if not bool(jnp.isfinite(table).all()):
+        raise UserError("the table holds NaN or infinite values: nothing to sample from")
+    return n, t, k
 
 
 def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperature: float = 1.0,
@@ -39,22 +58,28 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
     Same key, same output.
     """
     table = table_of(params)
-    V = table.shape[0]
-    idx = check_ids(idx, V)
+    n, t, top_k = _check(table, max_new_tokens, temperature, top_k, sampler)
+    idx = check_ids(idx, table.shape[0])
     if idx.ndim != 2 or idx.shape[1] < 1:
         raise UserError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
-    _check(V, max_new_tokens, temperature, top_k, sampler)
-    if max_new_tokens == 0:
+    if n == 0:
         return jnp.asarray(idx)
+    # a temperature below float32's smallest normal (even 1e-45) samples as that one: both are the greedy limit
+    t = np.asarray(max(t, float(jnp.finfo(table.dtype).tiny)), table.dtype)
     # host inputs (numpy), host output: also right when the table is spread over several processes
-    new = _sample(table, key, idx[:, -1], np.asarray(temperature, table.dtype),
-                  int(max_new_tokens), top_k, sampler)  # (B, N)
+    new = _sample(table, key, idx[:, -1], t, n, top_k, sampler)  # (B, N)
     return jnp.asarray(np.concatenate([idx, to_host(new)], axis=1))
 
 
 def _row_logits(table: jax.Array, temperature: jax.Array, top_k: int | None) -> tuple[jax.Array, jax.Array | None]:
-    """Per-row logits to sample from: (V, K) values and, with top-k, the (V, K) token ids they stand for."""
-    logits = table / temperature  # (V, V)
+    """Per-row logits to sample from: (V, K) values and, with top-k, the (V, K) token ids they stand for.
+
+    A row that a tiny temperature scales past float32's range is scaled after subtracting its maximum: its
+    largest logit stays 0, the rest go to -inf at worst, so softmax and categorical see no inf - inf (NaN).
+    Rows that stay finite are exactly table / temperature, as ever."""
+    scaled = table / temperature  # (V, V)
+    shifted = (table - table.max(axis=-1, keepdims=True)) / temperature
+    logits = jnp.where(jnp.isfinite(scaled).all(axis=-1, keepdims=True), scaled, shifted)
     if top_k is None or top_k == table.shape[0]:
         return logits, None
     return jax.lax.top_k(logits, top_k)  # exactly k per row, ties broken by lower id

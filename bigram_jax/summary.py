@@ -28,7 +28,7 @@ def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) 
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
         "mesh": dict(job.mesh.shape), "processes": jax.process_count(), **parallel.shard_report(state),
         "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
-        "vocab_size": V, "data_sha256": job.corpus.sha256,
+        "vocab_size": V, "data_sha256": job.corpus.sha256, "out_dir": cfg.out_dir,
     }
     t = time.perf_counter()
     if cfg.sample_tokens:  # every process samples (the table may be spread over all of them); one prints

@@ -9,30 +9,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 
 from bigram_jax import cache
 from bigram_jax.counts import PairCounter
-from bigram_jax.errors import UserError
+from bigram_jax.errors import UserError, check_regular
 
 TOKEN_SUFFIXES = (".bin", ".npy")
 CHUNK = 1 << 24  # tokens per read of a streaming pass: 32-128 MB of memory whatever the file's size
-
-
-def check_regular(path: Path, what: str = "data file") -> os.stat_result:
-    """The file's stat; a missing file, a folder, a FIFO or a device is a UserError (reading them would hang)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{what} {path} is not a regular file")
-    return st
 
 
 @dataclasses.dataclass(frozen=True)

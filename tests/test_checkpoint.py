@@ -38,7 +38,7 @@ def _final_state(out: Path, step: int | None = None):
         meta = ckpts.read_meta(step)
         cfg = Config(**meta["config"])
         abstract = jax.eval_shape(lambda: init_state(cfg, meta["vocab_size"]))
-        return ckpts.restore_state(step, abstract), meta
+        return ckpts.restore_state(step, abstract, meta), meta
 
 
 def _assert_same(a: Path, b: Path) -> None:
@@ -64,7 +64,7 @@ def test_round_trip_keeps_values_and_types(tmp_path):
     with ckpt.Checkpoints(tmp_path / "checkpoints", keep=2) as ckpts:
         ckpts.save(state, {"vocab": "".join(map(chr, range(65, 130))), "config": cfg.to_dict()}, 2.5)
         ckpts.mgr.wait_until_finished()
-        back = ckpts.restore_state(7, jax.eval_shape(lambda: init_state(cfg, 65)))
+        back = ckpts.restore_state(7, jax.eval_shape(lambda: init_state(cfg, 65)), ckpts.read_meta(7))
     assert type(back.opt_state[0]) is optax.ScaleByAdamState and jnp.issubdtype(back.key.dtype, jax.dtypes.prng_key)
     for x, y in zip(_leaves(state), _leaves(back), strict=True):
         np.testing.assert_array_equal(x, y)

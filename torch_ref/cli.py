@@ -42,7 +42,7 @@ def _import(argv: Sequence[str] | None) -> int:
     from bigram_jax import evaluate
     from bigram_jax.corpus import load_corpus
     from bigram_jax.model import BigramLanguageModel
-    from bigram_jax.run_dir import RunDir
+    from bigram_jax.run_dir import RunDir, claim
     from bigram_jax.train import init_state
     from torch_ref.convert import load_torch_state_dict, torch_to_flax
 
@@ -53,6 +53,7 @@ def _import(argv: Sequence[str] | None) -> int:
     model = BigramLanguageModel(V)
     losses = [float(evaluate.exact(model, params, evaluate.device_counts(c, jnp.float32, jnp.asarray)))
               for c in (corpus.train_counts, corpus.val_counts)]
+    claim(Path(cfg.out_dir), fresh=True)  # never over a run; locked while it writes
     with ckpt_lib.open_fresh(cfg) as ckpts:
         RunDir(cfg, start_step=0)  # config.json and an empty metrics.jsonl, as a run at step 0 leaves
         ckpts.save(init_state(cfg, V, params=params), ckpt_lib.make_meta(cfg, corpus, *losses), losses[1])

@@ -35,7 +35,11 @@ def torch_to_flax(state_dict: dict, vocab_size: int | None = None) -> dict:
     w = state_dict[KEY]
     if not isinstance(w, torch.Tensor):
         raise UserError(f"{KEY} must be a torch tensor, got {type(w).__name__}")
+    if w.layout != torch.strided:  # sparse or other layouts: the lecture's table is a plain dense tensor
+        raise UserError(f"{KEY} must be a dense tensor, got layout {w.layout}")
     _check_table(KEY, tuple(w.shape), w.dtype, w.dtype in DTYPES, vocab_size)
+    if not bool(torch.isfinite(w).all()):
+        raise UserError(f"{KEY} holds NaN or infinite values: nothing to train or sample from")
     if w.dtype == torch.float64 and not jax.config.jax_enable_x64:
         raise UserError(f"{KEY} is float64 but JAX runs without x64: enable jax_enable_x64 or convert "
                         "the table to float32 first")
@@ -65,10 +69,16 @@ def flax_to_torch(params: Any, vocab_size: int | None = None) -> dict[str, torch
 
 
 def save_torch_state_dict(params: Any, path: str | Path) -> None:
-    """Write bigram_jax params as a torch .pt state_dict (torch.save), loadable by the lecture's model."""
+    """Write bigram_jax params as a torch .pt state_dict (torch.save), loadable by the lecture's model.
+
+    Written to a temporary file beside `path`, then renamed: a full disk never leaves a partial .pt behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
     try:
-        torch.save(flax_to_torch(params), path)
+        torch.save(flax_to_torch(params), tmp)
+        tmp.replace(path)
     except (OSError, RuntimeError) as e:  # torch reports a missing parent folder as a RuntimeError
+        tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {getattr(e, 'strerror', None) or str(e).splitlines()[0]}") from None
 
 

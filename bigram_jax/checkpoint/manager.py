@@ -1,0 +1,190 @@
+"""One orbax manager per run: save (async, with checksums), restore (checked), and where checkpoints live."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+from bigram_jax.config import Config
+from bigram_jax.errors import UserError
+from bigram_jax.integrity import checksums, verify
+from bigram_jax.model import BigramLanguageModel
+
+logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save, and read-only notes, through absl
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """Absolute checkpoints folder for an out-dir or a checkpoints folder (orbax needs absolute paths)."""
+    p = Path(path).expanduser().resolve()
+    is_out_dir = (p / "config.json").exists() or (p / "summary.json").exists()
+    return p / "checkpoints" if (p / "checkpoints").is_dir() or not p.exists() or is_out_dir else p
+
+
+def run_checkpoint_dir(out_dir: str | Path) -> Path:
+    """Where a training run keeps its checkpoints: OUT_DIR/checkpoints, absolute, whatever exists yet."""
+    return Path(out_dir).expanduser().resolve() / "checkpoints"
+
+
+def _first_line(e: BaseException) -> str:
+    """'Type: the first line of the message', short."""
+    msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+class _Manager(ocp.CheckpointManager):
+    """orbax's manager, but a step whose metrics file is damaged is read as one without metrics.
+
+    Opening a manager reads every step's metrics; orbax lets a damaged one raise there, which would make every
+    intact step unreachable too. The step itself stays loadable (its arrays are checked on load)."""
+
+    def metrics(self, step: int) -> Any:
+        try:
+            return super().metrics(step)
+        except Exception:  # noqa: BLE001  (orbax raises JSON and file errors of many kinds)
+            return None
+
+
+class Checkpoints:
+    """One orbax manager over a checkpoints folder: keeps the latest `keep` and the best val loss.
+
+    A context manager: leaving it finishes pending async saves (orbax drops them at interpreter exit).
+    """
+
+    def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
+        self.directory = directory
+        self._latest = ocm.LatestN(n=keep)
+        policy = ocm.AnyPreservationPolicy([
+            self._latest,
+            # reverse=True sorts descending, so the kept "last" one is the lowest val loss
+            ocm.BestN(get_metric_fn=lambda m: m["val_loss"], reverse=True, n=1),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=None if read_only else policy, best_fn=lambda m: m["val_loss"], best_mode="min",
+            read_only=read_only, create=not read_only, cleanup_tmp_directories=not read_only)
+        try:
+            self.mgr = _Manager(directory, options=options)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot open the checkpoints in {directory} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+    def set_keep(self, keep: int) -> None:
+        """Keep the latest `keep` from now on (a resumed run's config may say another number)."""
+        self._latest.n = keep
+
+    def pick(self, step: int | None = None) -> int:
+        """`step`, checked to exist, or the latest finalized step."""
+        if step is not None and (isinstance(step, bool) or np.ndim(step) != 0 or np.asarray(step).dtype.kind not in "iu"):
+            raise UserError(f"step must be an integer, got {step!r}")
+        step = None if step is None else int(step)
+        steps = self.mgr.all_steps()
+        if not steps:
+            raise UserError(f"no checkpoint found in {self.directory}")
+        if step is None:
+            return max(steps)
+        if step not in steps:
+            raise UserError(f"no checkpoint at step {step} in {self.directory} "
+                            f"(have: {', '.join(map(str, sorted(steps)))})")
+        return step
+
+    def _restore(self, step: int, **args: Any) -> Any:
+        """mgr.restore of some items, with any failure of a damaged checkpoint as one UserError."""
+        try:
+            return self.mgr.restore(step, args=ocp.args.Composite(**args))
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            raise UserError(f"checkpoint at step {step} in {self.directory} is unreadable ({_first_line(e)})") from None
+
+    def read_meta(self, step: int) -> dict:
+        """The JSON metadata of one checkpoint, checked."""
+        meta = self._restore(step, meta=ocp.args.JsonRestore()).meta
+        bad = UserError(f"checkpoint at step {step} in {self.directory} has no valid metadata")
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise bad
+        if not isinstance(meta.get("vocab"), str):  # token-id runs record only the size
+            if not isinstance(meta.get("vocab_size"), int) or meta["vocab_size"] < 1:
+                raise bad
+            meta["vocab"] = None
+        meta.setdefault("vocab_size", len(meta["vocab"] or ""))
+        return meta
+
+    def restore_state(self, step: int, abstract_state: Any, meta: dict) -> Any:
+        """The full train state of one checkpoint, restored into the types (and shardings) of `abstract_state`,
+        its arrays checked against the checksums in `meta`."""
+        state = self._restore(step, state=ocp.args.StandardRestore(abstract_state)).state
+        verify(state, meta.get("checksums"), f"checkpoint at step {step} in {self.directory}")
+        return state
+
+    def newest_intact(self, below: int, abstract_state: Any) -> str:
+        """What to tell a user whose checkpoint `below` is damaged: the newest older step that is intact."""
+        for step in sorted((s for s in self.mgr.all_steps() if s < below), reverse=True):
+            try:
+                self.restore_state(step, abstract_state, self.read_meta(step))
+            except UserError:
+                continue
+            return f"step {step} is intact: move {self.directory / str(below)} aside to resume from it"
+        return "no older checkpoint is intact"
+
+    def restore_params(self, step: int, vocab_size: int, meta: dict) -> Any:
+        """Only the params of one checkpoint (not the optimizer): what a sampler needs; checked."""
+        model = BigramLanguageModel(vocab_size)
+        item = {"params": jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))}
+        restore_args = ocp.checkpoint_utils.construct_restore_args(item)
+        restored = self._restore(step, state=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=True)).state
+        params = jax.tree.map(jnp.asarray, restored["params"])
+        verify(params, meta.get("checksums"), f"checkpoint at step {step} in {self.directory}", prefix=".params")
+        return params
+
+    def save(self, state: Any, meta: dict, val_loss: float) -> bool:
+        """Start an async save of `state` + `meta` at state.step; False if that step is already saved."""
+        step = int(state.step)
+        if step in self.mgr.all_steps():
+            return False
+        meta = {**meta, "checksums": checksums(state)}  # verified by every restore and load
+        # copy: the live state's buffers are donated to the next train call while orbax still writes
+        state = jax.tree.map(lambda a: a.copy(), state)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        with self._failure(step):
+            return self.mgr.save(step, args=args, metrics={"val_loss": float(val_loss)})
+
+    @contextlib.contextmanager
+    def _failure(self, step: int | None):
+        """A failed save (a full disk, a folder gone read-only) as one UserError that stops the run."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001  (orbax re-raises its writer threads' errors in many types)
+            what = f"the checkpoint of step {step}" if step is not None else "a checkpoint"
+            good = self.mgr.latest_step()
+            raise UserError(f"cannot save {what} ({_first_line(e)}); the last good checkpoint is "
+                            f"{'none' if good is None or good == step else f'step {good}'}") from None
+
+    def check(self) -> None:
+        """Raise now if an earlier async save failed (called after every chunk: a failed save stops the run)."""
+        with self._failure(None):
+            self.mgr.check_for_errors()
+
+    def close(self) -> None:
+        """Finish pending saves, then release the manager."""
+        try:
+            with self._failure(None):
+                self.mgr.wait_until_finished()
+        finally:
+            self.mgr.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_fresh(cfg: Config) -> Checkpoints:
+    """The checkpoints of a new run in cfg.out_dir (run_dir.claim has made sure it holds no run)."""
+    # not checkpoint_dir's guess from what exists: several processes must agree before any has written
+    return Checkpoints(run_checkpoint_dir(cfg.out_dir), keep=cfg.keep_checkpoints)

@@ -1,0 +1,110 @@
+"""Resuming a run: the config to resume with, the compatibility check, and each checkpoint's metadata."""
+from __future__ import annotations
+
+import dataclasses
+from importlib import metadata
+from typing import Any
+
+from bigram_jax.checkpoint.manager import Checkpoints, run_checkpoint_dir
+from bigram_jax.config import FIELDS, Config, make_config
+from bigram_jax.errors import UserError
+
+# settings of the machine a run happens to use, not of the run: a resumed run does not inherit them
+MACHINE_KEYS = ("out_dir", "model_parallel", "data_on")
+# settings that change what a resumed run computes; other keys (max_iters, out_dir, ...) may change freely
+RESULT_KEYS = ("batch_size", "block_size", "learning_rate", "weight_decay", "beta1", "beta2", "eps",
+               "lr_schedule", "warmup_iters", "min_lr", "grad_clip", "loss", "seed", "train_frac", "val_data")
+
+
+@dataclasses.dataclass
+class Resume:
+    """What a resumed run starts from: the config to resume with, and the latest checkpoint's step and metadata."""
+
+    cfg: Config
+    checkpoints: Checkpoints  # the run's one manager: it restores here, then saves the resumed run's steps
+    step: int
+    meta: dict
+    allow_mismatch: bool = False
+
+
+def open_resume(overrides: dict[str, Any], allow_mismatch: bool = False) -> Resume:
+    """Open OUT_DIR/checkpoints once; the config is the latest checkpoint's, with `overrides` on top."""
+    out_dir = overrides["out_dir"]
+    directory = run_checkpoint_dir(out_dir)
+    ckpts = Checkpoints(directory) if directory.is_dir() else None
+    if ckpts is None or not ckpts.mgr.all_steps():
+        if ckpts is not None:
+            ckpts.close()
+        raise UserError(f"--resume: {out_dir} holds no checkpoint (the run stopped before its first one): "
+                        "delete that folder, or choose another --out-dir, to start fresh")
+    try:
+        step = ckpts.pick()
+        meta = _meta_or_say_which(ckpts, step)
+        # where it runs is this machine's business: out_dir and the device layout are not inherited
+        base = make_config({k: v for k, v in meta["config"].items() if k not in MACHINE_KEYS})
+        cfg = make_config(overrides, base)
+        if cfg.max_iters < step:
+            raise UserError(f"--resume: the checkpoint is at step {step}, past --max-iters {cfg.max_iters}: "
+                            "nothing to train (raise --max-iters)")
+    except BaseException:
+        ckpts.close()
+        raise
+    ckpts.set_keep(cfg.keep_checkpoints)
+    return Resume(cfg, ckpts, step, meta, allow_mismatch)
+
+
+def _meta_or_say_which(ckpts: Checkpoints, step: int) -> dict:
+    """The latest checkpoint's metadata; if it is damaged, an error that names the newest readable step."""
+    try:
+        return ckpts.read_meta(step)
+    except UserError as e:
+        for older in sorted((s for s in ckpts.mgr.all_steps() if s < step), reverse=True):
+            try:
+                ckpts.read_meta(older)
+            except UserError:
+                continue
+            raise UserError(f"{e}; step {older} is intact: move {ckpts.directory / str(step)} aside to resume "
+                            "from it") from None
+        raise
+
+
+def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
+    """Refuse to resume a checkpoint made for another vocabulary or data file (unless allowed)."""
+    meta, cfg = resume.meta, resume.cfg
+    vocab, V = corpus.tokenizer.vocab, corpus.tokenizer.vocab_size
+    had = meta.get("vocab_size") or len(meta.get("vocab") or "")
+    if had != V:
+        raise UserError(f"checkpoint table is {had}x{had} but this data has a vocabulary of {V}: "
+                        "it cannot be resumed on this data")
+    problems = []
+    if meta.get("vocab") != vocab:
+        problems.append("vocabulary differs")
+    if meta.get("data_sha256") != corpus.sha256:
+        problems.append(f"data file differs (sha256 {str(meta.get('data_sha256'))[:12]}... vs "
+                        f"{corpus.sha256[:12]}...)")
+    if problems and not resume.allow_mismatch:
+        raise UserError(f"checkpoint does not match this run: {'; '.join(problems)}; "
+                        "pass --allow-mismatch to resume anyway (nothing was changed)")
+    # a key the checkpoint predates had its default then
+    changed = [k for k in RESULT_KEYS if meta["config"].get(k, FIELDS[k].default) != getattr(cfg, k)]
+    if changed or problems:
+        say(f"note: resuming with changes ({', '.join(problems + changed)}): "
+            "the result will differ from an uninterrupted run")
+
+
+def _versions() -> dict[str, str]:
+    """Library versions, recorded in each checkpoint."""
+    out = {}
+    for name in ("bigram-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def make_meta(cfg: Config, corpus: Any, train_loss: float, val_loss: float) -> dict:
+    """The JSON metadata stored with each checkpoint: the checkpoint carries its config."""
+    return {"config": cfg.to_dict(), "vocab": corpus.tokenizer.vocab, "vocab_size": corpus.tokenizer.vocab_size,
+            "data_sha256": corpus.sha256, "data_path": str(corpus.path),
+            "train_loss": train_loss, "val_loss": val_loss, "versions": _versions()}

@@ -1,0 +1,108 @@
+"""Memory: what a run needs on each device, and what the device (or the host, within its container) has.
+
+Checked at start, so a run that cannot fit says so in one line instead of being killed mid-way.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+from jax.sharding import Mesh
+
+from bigram_jax.config import Config
+from bigram_jax.errors import UserError
+
+STATE_BYTES_PER_PARAM = 24  # f32 table + 2 moments persist (12 B); the update holds grads and new values beside them
+MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 75% of the memory by default)
+
+
+def device_bytes(device: jax.Device) -> int | None:
+    """Memory JAX may use on a local device, in bytes; None where the backend does not say."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # some backends raise instead of returning None
+        return None
+    return (stats or {}).get("bytes_limit")
+
+
+def _read_int(path: str) -> int | None:
+    """An integer from a /proc or /sys file; None if absent or not a number ('max')."""
+    try:
+        return int(open(path).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cgroup_limit() -> int | None:
+    """The container's memory limit (cgroup v2, else v1), if it has one."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        v = _read_int(path)
+        if v is not None and v < 1 << 60:  # v1 says "no limit" with a huge number
+            return v
+    return None
+
+
+def host_bytes() -> int:
+    """The memory this process may use in all: the host's, or its container's limit if lower."""
+    phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(phys, _cgroup_limit() or phys)
+
+
+def host_available_bytes() -> int:
+    """Memory free for this run now: MemAvailable, and no more than the container's limit leaves."""
+    avail = host_bytes()
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = min(avail, int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    used = _read_int("/sys/fs/cgroup/memory.current") or _read_int("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+    limit = _cgroup_limit()
+    return min(avail, limit - used) if limit and used else avail
+
+
+CPU_RESIDENT_MAX = 256 << 20  # on CPU a device copy of the corpus only duplicates the memory map: small ones only
+DEVICE_DATA_FRACTION = 0.25  # of a device's memory left by the table and moments, for a resident corpus
+
+
+def data_home(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh) -> str:
+    """'device' (the corpus copied to every device) or 'host' (memory-mapped, windows fed): cfg.data_on, or
+    for 'auto' the device when an int32 copy per device fits its budget."""
+    if cfg.data_on != "auto":
+        return cfg.data_on
+    local = jax.local_devices()
+    need = 4 * n_tokens  # int32 per token, on every device
+    if local[0].platform == "cpu":  # CPU devices share the host's memory: count every copy against it
+        return "device" if need * len(local) <= min(CPU_RESIDENT_MAX, host_available_bytes() // 4) else "host"
+    limit = device_bytes(local[0])
+    state = STATE_BYTES_PER_PARAM * vocab_size * vocab_size / mesh.shape["model"]
+    return "device" if limit is None or need <= DEVICE_DATA_FRACTION * (limit - state) else "host"
+
+
+def run_bytes(cfg: Config, vocab_size: int, mesh: Mesh, resident_tokens: int, draw_steps: int) -> dict[str, float]:
+    """Bytes one device needs at the peak of a step, by part (an estimate, within a small factor)."""
+    from bigram_jax.loss import resolve_loss
+
+    V, B, T = vocab_size, cfg.batch_size, cfg.block_size
+    dp, mp = mesh.shape["data"], mesh.shape["model"]
+    work = 16 * V * V if resolve_loss(cfg.loss, V, B, T) == "counts" else 12 * B * T * V / dp
+    return {"table and AdamW state": STATE_BYTES_PER_PARAM * V * V / mp, "loss": work,
+            "batches": 8 * draw_steps * B * (T + 1) / dp, "corpus copy": 4 * resident_tokens,
+            "closing sample": 12 * cfg.sample_tokens}
+
+
+def check_fits(parts: dict[str, float]) -> None:
+    """Refuse, at start and in one line, a run whose arrays cannot fit the memory actually available: the
+    device's (accelerators), or the host's less what is in use, within the container's limit (CPU)."""
+    local = jax.local_devices()
+    limit = None if local[0].platform == "cpu" else device_bytes(local[0])
+    if limit is None:  # CPU devices (or a backend that does not say) share the host's memory
+        limit, per = host_available_bytes(), len(local)
+    else:
+        per = 1
+    need = per * sum(parts.values())
+    if need > MEMORY_FRACTION * limit:
+        big = ", ".join(f"{k} {v * per / 2**30:.3g}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
+        raise UserError(f"this needs about {need / 2**30:.3g} GiB ({big} GiB) but {limit / 2**30:.3g} GiB are "
+                        "available: ask for fewer tokens, a smaller batch or vocabulary")
