@@ -38,15 +38,23 @@ class NonFinite(Exception):
     """The training loss became NaN or infinite: the run stopped, its last finite checkpoint kept."""
 
 
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise Stopped(signum)
+def _stop_now(signum: int, frame: object) -> None:
+    """End the process at once, with one line. Raising instead could land inside a call from C++ (importing
+    JAX, compiling) that cannot pass a Python exception on, and abort the process with a C++ trace."""
+    prog = os.path.basename(sys.argv[0]) or "bigram_jax"
+    try:
+        sys.stdout.flush()
+    finally:
+        os.write(2, f"{prog}: stopped by {signal.Signals(signum).name}\n".encode())
+        os._exit(128 + signum)
 
 
 def install_stop_handlers() -> None:
-    """From now on SIGTERM and SIGINT raise Stopped (the training loop swaps in its own, which saves first).
-    Scripts call this before any heavy import, so a stop during start-up is one line, never a traceback."""
+    """From now on SIGTERM and SIGINT end the process at once with one line and 128 + signal. The training
+    loop swaps in its own handlers while it runs (they save a checkpoint first); outside it there is nothing
+    to save: no checkpoint is being written. Scripts call this before any heavy import."""
     for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, _raise_stopped)
+        signal.signal(s, _stop_now)
 
 
 def interruptible(fn: Callable, *args: object) -> object:

@@ -72,7 +72,8 @@ def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tenso
     before = time.time() - started if started is not None else None
     job = setup(cfg, resume)
     try:
-        with job.checkpoints, RunDir(job.cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run:
+        # the run's handlers stay until the checkpoints are closed: a signal never cuts a save short
+        with RunDir(job.cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run, job.checkpoints:
             trained = train_loop(job, run)
         # every checkpoint is on disk now, and a stop signal stops the closing sample at once
         return summarize(job, trained, run, before)

@@ -8,7 +8,9 @@ collectives (the gradient all-reduce, the row gathers of the loss and the sample
 from __future__ import annotations
 
 import math
+import os
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -38,20 +40,35 @@ def check_coordinator(address: str) -> None:
 
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
                timeout: int | None = None) -> None:
-    """Join JAX's multi-process runtime (arguments from the environment on TPU pods and SLURM when None)."""
+    """Join JAX's multi-process runtime (arguments from the environment on TPU pods and SLURM when None).
+
+    JAX's own time-out ends the process with a C++ abort and a stack trace; a watchdog ends it first, with one
+    line, when the other processes have not all joined after `timeout` seconds (JAX's default, 300)."""
     global JOINED
+    timeout = timeout or 300
     # CPU devices have no collectives across processes unless told to use gloo; harmless on GPU/TPU
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     where = f"the coordinator at {coordinator}" if coordinator else "the coordinator the environment names"
     who = f"process {process_id} of {num_processes}" if process_id is not None else "this process"
-    print(f"--distributed: {who} is joining {where} (up to {timeout or 300} s; --distributed-timeout)",
+    print(f"--distributed: {who} is joining {where} (for up to {timeout} s: --distributed-timeout)",
           file=sys.stderr, flush=True)
+    joined = threading.Event()
+
+    def watchdog() -> None:
+        if not joined.wait(timeout):
+            print(f"--distributed: error: {who} could not join {where} within {timeout} s: are all processes "
+                  "started, with the same --coordinator, and is it reachable?", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     JOINED = True
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id, initialization_timeout=timeout or 300)
+                                   process_id=process_id, initialization_timeout=timeout + 30)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"--distributed: cannot join the other processes: {str(e).splitlines()[0]}") from None
+    finally:
+        joined.set()
 
 
 def is_primary() -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,29 @@ from bigram_jax.errors import UserError
 from bigram_jax.integrity import checksums, verify
 from bigram_jax.model import BigramLanguageModel
 
-logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save, and read-only notes, through absl
+# orbax logs every save through absl, and a failed save's error in a writer thread: the failure reaches the user
+# once, as one line, through _failure (orbax re-raises it in check_for_errors, the next save and close)
+logging.getLogger("absl").setLevel(logging.CRITICAL)
+_hook = threading.excepthook
+
+
+def _quiet_writer_errors(args: threading.ExceptHookArgs) -> None:
+    """Leave orbax's writer-thread errors to _failure; any other thread's error is printed as usual."""
+    if not _from_orbax(args):
+        _hook(args)
+
+
+def _from_orbax(args: threading.ExceptHookArgs) -> bool:
+    """Did the thread's exception pass through orbax's code?"""
+    tb = args.exc_traceback
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+threading.excepthook = _quiet_writer_errors
 
 
 def checkpoint_dir(path: str | Path) -> Path:
