@@ -17,16 +17,15 @@ import jax
 import numpy as np
 
 from bigram_jax import checkpoint as ckpt_lib
-from bigram_jax import evaluate, memory, parallel
+from bigram_jax import evaluate, memory, parallel, run_dir
 from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus, load_corpus
 from bigram_jax.errors import Interrupted, NonFinite, UserError
 from bigram_jax.feed import HostFeed
 from bigram_jax.model import BigramLanguageModel, table_of
 from bigram_jax.progress import Progress
-from bigram_jax import run_dir
 from bigram_jax.run_dir import RunDir
-from bigram_jax.summary import sample_text, summarize  # noqa: F401  (sample_text: the notebook's)
+from bigram_jax.summary import summarize
 from bigram_jax.train import DRAW_STEPS, TrainState, init_state, lr_schedule, train_steps
 
 
