@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bigram_jax.config import CHOICES, FIELDS, TYPES, from_flag, load_config_file, make_config
-from bigram_jax.errors import OneLineParser, UserError, check_regular, guard, interruptible
+from bigram_jax.errors import OneLineParser, UserError, check_regular, command, guard, interruptible
 
 STARTED = time.time()  # this module's import: the work of a command begins about here
 
@@ -192,3 +192,7 @@ def _sample(argv: Sequence[str] | None) -> int:
 def sample_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/sample.py."""
     return guard("sample.py", lambda: _sample(argv))
+
+
+train_command = command(train_main)
+sample_command = command(sample_main)

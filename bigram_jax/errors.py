@@ -135,3 +135,14 @@ def exit_now(rc: int) -> NoReturn:
     if parallel is not None and getattr(parallel, "JOINED", False):
         sys.exit(rc)
     os._exit(rc)
+
+
+def command(main: Callable[[], int]) -> Callable[[], None]:
+    """A console-script entry point (pyproject's [project.scripts]) that behaves as scripts/*.py do: stop
+    handlers first, then `main`, then exit_now."""
+    def run() -> None:
+        install_stop_handlers()
+        exit_now(main())
+
+    run.__doc__ = f"Console entry point of {getattr(main, '__name__', 'main')}."
+    return run

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bigram_jax.errors import OneLineParser, UserError, guard
+from bigram_jax.errors import OneLineParser, UserError, command, guard
 
 MISSING = "--plot needs matplotlib: pip install 'bigram-jax[plot]'"
 LOSS_PNG, TRANSITIONS_PNG = "loss.png", "transitions.png"
@@ -226,3 +226,6 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return guard("plot.py", run)
+
+
+plot_command = command(plot_main)

@@ -8,13 +8,12 @@ of the true table has K successors, and the best possible loss is the entropy of
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from bigram_jax.errors import OneLineParser, UserError, guard
+from bigram_jax.errors import OneLineParser, UserError, command, guard
 
 CHUNK = 1 << 22  # tokens drawn and written at a time: a 2B-token file needs no more memory than a small one
 
@@ -91,5 +90,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guard("synth_tokens.py", lambda: _main(argv))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+synth_command = command(main)

@@ -96,3 +96,22 @@ def test_bad_input_in_a_real_process(tmp_path):
         r = run_script("train.py", *argv, "--out-dir", str(tmp_path / "o"))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith("train.py: error: ") and "Traceback" not in r.stderr
+
+
+def test_console_commands_are_installed_beside_the_scripts():
+    """pyproject's [project.scripts]: each command answers --help, and a bad flag is one line."""
+    import shutil
+    import subprocess
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    commands = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"bigram-jax-train", "bigram-jax-sample", "bigram-jax-plot"} <= set(commands)
+    for name in commands:
+        exe = shutil.which(name)
+        if exe is None:
+            pytest.skip(f"{name} is not installed here (pip install -e . installs it)")
+        assert subprocess.run([exe, "--help"], capture_output=True, text=True).returncode == 0, name
+        r = subprocess.run([exe, "--no-such-flag"], capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bigram_jax.config import make_config
-from bigram_jax.errors import OneLineParser, UserError, guard
+from bigram_jax.errors import OneLineParser, UserError, command, guard
 
 
 def _export(argv: Sequence[str] | None) -> int:
@@ -69,3 +69,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 def import_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/import_torch.py."""
     return guard("import_torch.py", lambda: _import(argv))
+
+
+export_command = command(export_main)
+import_command = command(import_main)

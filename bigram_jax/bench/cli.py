@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from bigram_jax.errors import OneLineParser, guard
+from bigram_jax.errors import OneLineParser, command, guard
 
 from .paths import ROOT
 
@@ -90,3 +90,6 @@ def _bench(argv: Sequence[str] | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/bench.py: user errors as one line on stderr."""
     return guard("bench.py", lambda: _bench(argv))
+
+
+bench_command = command(main)
