@@ -5,8 +5,8 @@ import dataclasses
 import json
 import math
 import tomllib
-from pathlib import Path
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 from bigram_jax.errors import UserError, check_regular

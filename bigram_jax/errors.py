@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 import signal
 import stat
 import sys
 import threading
+from pathlib import Path
 from typing import Callable, NoReturn
 
 
@@ -24,14 +24,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int, step: int):
         super().__init__(signum, step)
         self.signum, self.step = signum, step
-
-
-class Stopped(BaseException):
-    """A stop signal (SIGTERM, SIGINT) outside the training loop: like KeyboardInterrupt, for SIGTERM too."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 class NonFinite(Exception):
@@ -112,10 +104,9 @@ def guard(prog: str, fn: Callable[[], int]) -> int:
     except NonFinite as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 3
-    except (KeyboardInterrupt, Stopped) as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"{prog}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
-        return 128 + signum
+    except KeyboardInterrupt:  # Ctrl-C where install_stop_handlers was not called (the library in-process)
+        print(f"{prog}: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
     except OSError as e:  # the file system said no: read-only, not a folder, disk full...
         where = f": {e.filename}" if e.filename else ""
         print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)

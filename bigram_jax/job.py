@@ -97,7 +97,7 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
         cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(run_dir.next_run(run_dir.RUNS)))
         if parallel.is_primary():
             run_dir.claim(Path(cfg.out_dir), fresh=True)
-    if resume is not None:
+    else:
         ckpt_lib.check_compatible(resume, corpus, say)
     checkpoints = resume.checkpoints if resume is not None else ckpt_lib.open_fresh(cfg)
     try:
@@ -120,7 +120,6 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
     floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha,
               "corpus_seconds": corpus_s}
     return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, time.perf_counter() - t0, say)
-
 
 
 def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home: str, say: Callable
