@@ -201,6 +201,7 @@ def train_loop(job: Job, run: RunDir) -> Trained:
             stop, chunk, at_ckpt = parallel.agree(run.stop_signal, max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6))),
                                                   _checkpoint_due(cfg, step, at_eval, clock.last_save))
             bar.update(step, (step - clock.start) * cfg.batch_size * cfg.block_size / clock.seconds["train"])
+            job.checkpoints.check()  # a failed async save stops the run at the next chunk, not the next save
             if at_eval or at_ckpt or stop:
                 losses = _eval_and_save(job, run, state, clock, float(lr(step - 1)), at_eval, at_ckpt or stop)
             if stop:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,26 +22,31 @@ from bigram_jax.model import BigramLanguageModel
 # orbax logs every save through absl, and a failed save's error in a writer thread: the failure reaches the user
 # once, as one line, through _failure (orbax re-raises it in check_for_errors, the next save and close)
 logging.getLogger("absl").setLevel(logging.CRITICAL)
-_hook = threading.excepthook
+_thread_hook, _unraisable_hook = threading.excepthook, sys.unraisablehook
 
 
-def _quiet_writer_errors(args: threading.ExceptHookArgs) -> None:
-    """Leave orbax's writer-thread errors to _failure; any other thread's error is printed as usual."""
-    if not _from_orbax(args):
-        _hook(args)
-
-
-def _from_orbax(args: threading.ExceptHookArgs) -> bool:
-    """Did the thread's exception pass through orbax's code?"""
-    tb = args.exc_traceback
+def _from_writer(tb: Any) -> bool:
+    """Did an exception pass through orbax's writers (orbax itself, or the asyncio loop it writes with)?"""
     while tb is not None:
-        if "orbax" in tb.tb_frame.f_code.co_filename:
+        if any(name in tb.tb_frame.f_code.co_filename for name in ("orbax", "asyncio")):
             return True
         tb = tb.tb_next
     return False
 
 
-threading.excepthook = _quiet_writer_errors
+def _quiet_thread(args: threading.ExceptHookArgs) -> None:
+    """Leave the writers' thread errors to _failure; any other thread's error is printed as usual."""
+    if not _from_writer(args.exc_traceback):
+        _thread_hook(args)
+
+
+def _quiet_unraisable(args: Any) -> None:
+    """The same for what a failed save's abandoned coroutines raise when they are collected."""
+    if not _from_writer(args.exc_traceback):
+        _unraisable_hook(args)
+
+
+threading.excepthook, sys.unraisablehook = _quiet_thread, _quiet_unraisable
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -169,6 +175,8 @@ class Checkpoints:
         step = int(state.step)
         if step in self.mgr.all_steps():
             return False
+        with self._failure(None):  # orbax waits for the previous save anyway: its failure is named as its own
+            self.mgr.wait_until_finished()
         meta = {**meta, "checksums": checksums(state)}  # verified by every restore and load
         # copy: the live state's buffers are donated to the next train call while orbax still writes
         state = jax.tree.map(lambda a: a.copy(), state)
