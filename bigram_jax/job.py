@@ -42,6 +42,7 @@ class Job:
     feed: HostFeed | None  # the host's window gatherer, when the corpus stays on the host
     counts: dict  # each split's transition counts on the device(s), for exact evaluation
     floors: dict  # the best losses any bigram table reaches
+    corpus_s: float  # seconds to load the corpus (its streaming pass, or the cache)
     compile_s: float
     say: Callable  # print, in the process that speaks for all (process 0); a no-op elsewhere
 
@@ -117,9 +118,9 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
     except BaseException:
         checkpoints.close()
         raise
-    floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha,
-              "corpus_seconds": corpus_s}
-    return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, time.perf_counter() - t0, say)
+    floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
+    return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, corpus_s,
+               time.perf_counter() - t0, say)
 
 
 def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home: str, say: Callable

@@ -11,6 +11,7 @@ from jax.sharding import Mesh
 
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError
+from bigram_jax.loss import resolve_loss
 
 STATE_BYTES_PER_PARAM = 24  # f32 table + 2 moments persist (12 B); the update holds grads and new values beside them
 MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 75% of the memory by default)
@@ -82,8 +83,6 @@ def data_home(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh) -> str:
 
 def run_bytes(cfg: Config, vocab_size: int, mesh: Mesh, resident_tokens: int, draw_steps: int) -> dict[str, float]:
     """Bytes one device needs at the peak of a step, by part (an estimate, within a small factor)."""
-    from bigram_jax.loss import resolve_loss
-
     V, B, T = vocab_size, cfg.batch_size, cfg.block_size
     dp, mp = mesh.shape["data"], mesh.shape["model"]
     work = 16 * V * V if resolve_loss(cfg.loss, V, B, T) == "counts" else 12 * B * T * V / dp

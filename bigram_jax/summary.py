@@ -24,7 +24,7 @@ def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) 
     summary = {
         "step": step, "train_loss": trained.losses[0], "val_loss": trained.losses[1], **job.floors,
         "tokens_per_second": tokens / train_s if train_s else None, "train_seconds": train_s,
-        "compile_seconds": job.compile_s, "wall_seconds": run.elapsed(),
+        "corpus_seconds": job.corpus_s, "compile_seconds": job.compile_s, "wall_seconds": run.elapsed(),
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
         "mesh": dict(job.mesh.shape), "processes": jax.process_count(), **parallel.shard_report(state),
         "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
@@ -35,7 +35,7 @@ def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) 
         summary["sample"] = interruptible(sample_text, state.params, cfg, job.corpus.tokenizer)
         job.say(summary["sample"])
     summary["wall_seconds"] = run.elapsed()
-    summary["seconds"] = {"before_job": before, "corpus": job.floors["corpus_seconds"], "compile": job.compile_s,
+    summary["seconds"] = {"before_job": before, "corpus": job.corpus_s, "compile": job.compile_s,
                           **trained.seconds, "sample": time.perf_counter() - t, "job": summary["wall_seconds"]}
     summary["ended_at"] = time.time()  # the epoch second of the last line: what follows is the process's exit
     run.write_summary(summary)
