@@ -1,4 +1,5 @@
-"""The per-user cache: what a file's streaming pass learned (identity, id range, pair counts), and compiled programs.
+"""The per-user cache: what a file's streaming pass learned (identity, id range, pair counts); compiled programs
+are kept beside it by bigram_jax.programs.
 
 An entry is stored under the file's absolute path and trusted only while the file keeps the size and modification
 time it had, and only if the entry's own checksum holds: a damaged or stale entry is rebuilt, never used.

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigram_jax import programs
 from bigram_jax.corpus import PairCounts
 from bigram_jax.data import get_batch
 from bigram_jax.model import BigramLanguageModel, table_of
@@ -18,12 +19,14 @@ def _pairs(counts: np.ndarray | PairCounts) -> PairCounts:
     return counts if isinstance(counts, PairCounts) else PairCounts.from_dense(np.asarray(counts))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def exact_loss(model: BigramLanguageModel, params: dict, counts: jax.Array) -> jax.Array:
+@jax.jit
+def exact_loss(params: dict, counts: jax.Array) -> jax.Array:
     """Mean loss over every position of a split, exactly, in O(V^2): the lecture's loss with no sampling."""
+    model = BigramLanguageModel(table_of(params).shape[0])
     return model.apply(params, counts, method=BigramLanguageModel.loss_from_counts)
 
 
+SPARSE = ("rows", "cols", "n", "row_totals")  # sparse_exact_loss's arguments, as device_counts names them
 DENSE_MAX_VOCAB = 2048  # above this the exact loss reads sparse counts: dense (V, V) would outgrow the pairs
 
 
@@ -43,11 +46,11 @@ def device_counts(counts: PairCounts, dtype, put) -> dict:
             "n": put(counts.n.astype(dtype)), "row_totals": put(counts.row_totals().astype(dtype))}
 
 
-def exact(model: BigramLanguageModel, params: dict, counts: dict) -> jax.Array:
-    """The exact mean loss of a split held as `device_counts`."""
+def exact(params: dict, counts: dict) -> float:
+    """The exact mean loss of a split held as `device_counts` (the program loaded or compiled once)."""
     if "dense" in counts:
-        return exact_loss(model, params, counts["dense"])
-    return sparse_exact_loss(table_of(params), **counts)
+        return float(programs.run(exact_loss, params, counts["dense"], out=0.0))
+    return float(programs.run(sparse_exact_loss, table_of(params), *(counts[k] for k in SPARSE), out=0.0))
 
 
 def _xent(counts: np.ndarray, probs: np.ndarray) -> float:

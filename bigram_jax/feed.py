@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from bigram_jax import programs
 from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus
 from bigram_jax.model import table_of
@@ -34,7 +35,8 @@ class HostFeed:
         self._offsets = jax.jit(draw_offsets, static_argnums=(2, 3))
         abstract = jax.ShapeDtypeStruct(self.shape, np.int32, sharding=self.sharding)
         self._zero = np.zeros((), table_of(state.params).dtype)
-        self._fn = train_steps_fed.lower(state, self._zero, abstract, np.int32(0), np.int32(1), cfg, mesh).compile()
+        self._fn = programs.compiled(train_steps_fed, state, self._zero, abstract, np.int32(0), np.int32(1),
+                                     out=(state, 0.0), cfg=cfg, mesh=mesh)
         depth = int(min(4, max(1, PREFETCH_BYTES // (4 * np.prod(self.shape)))))
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()

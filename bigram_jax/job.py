@@ -17,16 +17,16 @@ import jax
 import numpy as np
 
 from bigram_jax import checkpoint as ckpt_lib
-from bigram_jax import evaluate, memory, parallel, run_dir
+from bigram_jax import evaluate, memory, parallel, programs, run_dir
 from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus, load_corpus
 from bigram_jax.errors import Interrupted, NonFinite, UserError
 from bigram_jax.feed import HostFeed
-from bigram_jax.model import BigramLanguageModel, table_of
+from bigram_jax.model import table_of
 from bigram_jax.progress import Progress
 from bigram_jax.run_dir import RunDir
 from bigram_jax.summary import summarize
-from bigram_jax.train import DRAW_STEPS, TrainState, init_state, lr_schedule, train_steps
+from bigram_jax.train import DRAW_STEPS, TrainState, init_on, init_state, learning_rate, train_steps
 
 
 @dataclasses.dataclass
@@ -48,8 +48,7 @@ class Job:
 
     def exact(self, params: Any) -> tuple[float, float]:
         """Exact (train, val) losses over every position of each split."""
-        model = BigramLanguageModel(self.corpus.tokenizer.vocab_size)
-        return tuple(float(evaluate.exact(model, params, self.counts[s])) for s in ("train", "val"))
+        return tuple(evaluate.exact(params, self.counts[s]) for s in ("train", "val"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +132,7 @@ def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home:
         return feed.advance, feed
     train_data = parallel.replicate(np.asarray(corpus.train, np.int32), mesh)
     # compiled ahead of time, once: the step count is a traced argument, so every chunk reuses it
-    compiled = train_steps.lower(state, train_data, np.int32(1), cfg, mesh).compile()
+    compiled = programs.compiled(train_steps, state, train_data, np.int32(1), out=(state, 0.0), cfg=cfg, mesh=mesh)
     return (lambda st, step, n: compiled(st, train_data, np.int32(n))), None
 
 
@@ -148,9 +147,7 @@ def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | Non
             raise UserError(f"{e}; {ckpts.newest_intact(resume.step, target)}") from None
         say(f"resumed from {resume.checkpoints.directory / str(resume.step)} (step {resume.step})")
         return state
-    # init compiled as one program, each array created in place on its devices
-    shardings = parallel.shardings(abstract, mesh)
-    return jax.jit(init_state, static_argnums=(0, 1), out_shardings=shardings)(cfg, V)
+    return programs.run(init_on, out=abstract, cfg=cfg, vocab_size=V, mesh=mesh)
 
 
 CHECKPOINT_SECONDS = 60.0  # checkpoint_every = 0: at an eval once this long has passed since the last save
@@ -176,10 +173,11 @@ def train_loop(job: Job, run: RunDir) -> Trained:
     """
     cfg, state = job.cfg, job.state
     step = int(state.step)
-    clock, lr = Clock(step), jax.jit(lr_schedule(cfg))  # one compiled schedule for the logs, not eager ops
+    clock = Clock(step)
+    lr = lambda s: float(programs.run(learning_rate, np.int32(s), out=0.0, cfg=cfg))  # noqa: E731  (for the logs)
     losses = job.exact(state.params)
     if step == 0:  # a resumed run logged its starting step before it stopped
-        run.log_eval(step, *losses, batch_loss=None, lr=float(lr(step)))
+        run.log_eval(step, *losses, batch_loss=None, lr=lr(step))
     chunk = min(64, cfg.eval_interval)
     ends = [cfg.eval_interval, cfg.max_iters] + ([cfg.checkpoint_every] if cfg.checkpoint_every else [])
     with Progress(cfg.max_iters, step, enabled=run.primary) as bar:
@@ -204,7 +202,7 @@ def train_loop(job: Job, run: RunDir) -> Trained:
             bar.update(step, (step - clock.start) * cfg.batch_size * cfg.block_size / clock.seconds["train"])
             job.checkpoints.check()  # a failed async save stops the run at the next chunk, not the next save
             if at_eval or at_ckpt or stop:
-                losses = _eval_and_save(job, run, state, clock, float(lr(step - 1)), at_eval, at_ckpt or stop)
+                losses = _eval_and_save(job, run, state, clock, lr(step - 1), at_eval, at_ckpt or stop)
             if stop:
                 raise Interrupted(stop, step)
     return Trained(state, losses, clock.start, clock.seconds)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigram_jax import programs
 from bigram_jax.errors import UserError
 from bigram_jax.data import check_ids
 from bigram_jax.model import table_of
@@ -42,8 +43,6 @@ def _check(table: jax.Array, max_new_tokens: Any, temperature: Any, top_k: Any, 
         raise UserError(f"top_k must be an integer in 1..{V} (the vocabulary size), got {top_k!r}")
     if sampler not in SAMPLERS:
         raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if not bool(jnp.isfinite(table).all()):
-        raise UserError("the table holds NaN or infinite values: nothing to sample from")
     return n, t, k
 
 
@@ -67,7 +66,10 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
     # a temperature below float32's smallest normal (even 1e-45) samples as that one: both are the greedy limit
     t = np.asarray(max(t, float(jnp.finfo(table.dtype).tiny)), table.dtype)
     # host inputs (numpy), host output: also right when the table is spread over several processes
-    new = _sample(table, key, idx[:, -1], t, n, top_k, sampler)  # (B, N)
+    new, finite = programs.run(_sample, table, key, idx[:, -1], t, out=(0, 0), max_new_tokens=n, top_k=top_k,
+                               sampler=sampler)  # (B, N), ()
+    if not bool(finite):  # checked in the same program: a separate check would be two more compiles
+        raise UserError("the table holds NaN or infinite values: nothing to sample from")
     return jnp.asarray(np.concatenate([idx, to_host(new)], axis=1))
 
 
@@ -85,10 +87,11 @@ def _row_logits(table: jax.Array, temperature: jax.Array, top_k: int | None) -> 
     return jax.lax.top_k(logits, top_k)  # exactly k per row, ties broken by lower id
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+@functools.partial(jax.jit, static_argnames=("max_new_tokens", "top_k", "sampler"))
 def _sample(table: jax.Array, key: jax.Array, last: jax.Array, temperature: jax.Array,
-            max_new_tokens: int, top_k: int | None, sampler: str) -> jax.Array:
-    """Draw (B, max_new_tokens) tokens, each from the row of the token before it."""
+            max_new_tokens: int, top_k: int | None, sampler: str) -> tuple[jax.Array, jax.Array]:
+    """Draw (B, max_new_tokens) tokens, each from the row of the token before it; and whether the table is
+    finite (when it is not, the tokens mean nothing)."""
     vals, ids = _row_logits(table, temperature, top_k)  # (V, K), (V, K) | None
     keys = jax.random.split(key, max_new_tokens)
     if sampler == "cdf":
@@ -114,4 +117,4 @@ def _sample(table: jax.Array, key: jax.Array, last: jax.Array, temperature: jax.
         u = keys
 
     _, out = jax.lax.scan(step, last, u)  # (N, B)
-    return out.T.astype(jnp.int32)
+    return out.T.astype(jnp.int32), jnp.isfinite(table).all()

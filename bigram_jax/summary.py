@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bigram_jax import parallel
+from bigram_jax import parallel, programs
 from bigram_jax.config import Config
 from bigram_jax.data import CharTokenizer, TokenIds
 from bigram_jax.errors import interruptible
@@ -44,11 +44,13 @@ def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) 
 
 def sample_text(params: dict, cfg: Config, tokenizer: CharTokenizer | TokenIds) -> str:
     """The lecture's closing sample: `sample_tokens` tokens after a context of id 0 ('\\n' in tinyshakespeare)."""
-    key = _sample_key(np.uint32(cfg.seed))  # its own stream, apart from init and batches
+    key = programs.run(sample_key, np.uint32(cfg.seed), out=0)  # its own stream, apart from init and batches
     idx = np.zeros((1, 1), np.int32)
     out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None)
     return tokenizer.decode(np.asarray(out)[0])  # indexed on the host: an eager device op would cost a compile
 
 
-# one small program, where two eager random ops would each be traced and compiled at the end of every run
-_sample_key = jax.jit(lambda seed: jax.random.fold_in(jax.random.key(seed), 1))
+@jax.jit
+def sample_key(seed: jax.Array) -> jax.Array:
+    """The closing sample's key: one small program, where two eager random ops would each be compiled."""
+    return jax.random.fold_in(jax.random.key(seed), 1)

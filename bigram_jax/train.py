@@ -58,6 +58,18 @@ def init_state(cfg: Config, vocab_size: int, params: Any = None) -> TrainState:
     return state.replace(step=jnp.zeros((), jnp.int32))  # create() starts at a Python 0; checkpoints hold int32
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "vocab_size", "mesh"))
+def init_on(cfg: Config, vocab_size: int, mesh: Mesh) -> TrainState:
+    """init_state compiled as one program, each array created in place on its devices."""
+    return constrain(init_state(cfg, vocab_size), mesh)
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def learning_rate(step: jax.Array, cfg: Config) -> jax.Array:
+    """The schedule's learning rate at `step` (for the logs), as one small program rather than eager ops."""
+    return lr_schedule(cfg)(step)
+
+
 # as make_optimizer: the same objects for the same settings, so equal states have equal pytree structures
 _model = functools.cache(BigramLanguageModel)
 _loss_fn = functools.cache(make_loss)

@@ -29,7 +29,7 @@ def test_exact_loss_is_the_mean_over_every_position():
     params = model.init(jax.random.key(int(rng.integers(2**31))), jnp.zeros((1, 1), jnp.int32))
     # brute force: the lecture's forward over the whole split as one sequence
     _, brute = model.apply(params, jnp.asarray(data[None, :-1]), jnp.asarray(data[None, 1:]))
-    exact = evaluate.exact_loss(model, params, jnp.asarray(dense_counts(data, V), jnp.float32))
+    exact = evaluate.exact_loss(params, jnp.asarray(dense_counts(data, V), jnp.float32))
     np.testing.assert_allclose(exact, brute, rtol=2e-6)
     assert dense_counts(data, V).sum() == len(data) - 1
 
@@ -54,7 +54,7 @@ def test_floor_is_below_any_table(splits):
     for noise in (0.0, 0.05, 0.5):
         table = logt + noise * np.random.default_rng().standard_normal(logt.shape)
         params = {"params": {"token_embedding_table": {"embedding": jnp.asarray(table, jnp.float32)}}}
-        loss = float(evaluate.exact_loss(model, params, counts))
+        loss = float(evaluate.exact_loss(params, counts))
         assert loss >= ft - 1e-5
         if noise == 0.0:
             assert loss == pytest.approx(ft, abs=1e-4)
@@ -64,7 +64,7 @@ def test_estimate_matches_exact_within_noise(splits):
     train, _, tc, _ = splits
     model = BigramLanguageModel(65)
     params = model.init(jax.random.key(7), jnp.zeros((1, 1), jnp.int32))
-    exact = float(evaluate.exact_loss(model, params, jnp.asarray(tc, jnp.float32)))
+    exact = float(evaluate.exact_loss(params, jnp.asarray(tc, jnp.float32)))
     est = float(evaluate.estimate_loss(model, params, jax.random.key(8), jnp.asarray(train), 32, 8, 200))
     assert abs(est - exact) < 0.1  # 51,200 positions: the estimate's noise is a few hundredths
     assert est != exact
@@ -91,6 +91,6 @@ def test_sparse_counts_give_the_dense_results(splits, monkeypatch):
     monkeypatch.setattr(evaluate, "DENSE_MAX_VOCAB", 0)  # what V > 2048 gets
     sparse_counts = evaluate.device_counts(pv, jnp.float32, put)
     assert set(on_device) == {"dense"} and set(sparse_counts) == {"rows", "cols", "n", "row_totals"}
-    dense = evaluate.exact(model, params, on_device)
-    sparse = evaluate.exact(model, params, sparse_counts)
+    dense = evaluate.exact(params, on_device)
+    sparse = evaluate.exact(params, sparse_counts)
     np.testing.assert_allclose(float(sparse), float(dense), rtol=2e-6)

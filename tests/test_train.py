@@ -104,12 +104,9 @@ def test_lecture_run_reaches_its_val_loss(shakespeare):
     cfg = Config()
     state = init_state(cfg, 65)
     state, _ = train_steps(state, jnp.asarray(train), jnp.int32(cfg.max_iters), cfg)
-    from bigram_jax.model import BigramLanguageModel
-
-    model = BigramLanguageModel(65)
     tc, vc = dense_counts(train, 65), dense_counts(val, 65)
-    val_loss = float(evaluate.exact_loss(model, state.params, jnp.asarray(vc, jnp.float32)))
-    train_loss = float(evaluate.exact_loss(model, state.params, jnp.asarray(tc, jnp.float32)))
+    val_loss = float(evaluate.exact_loss(state.params, jnp.asarray(vc, jnp.float32)))
+    train_loss = float(evaluate.exact_loss(state.params, jnp.asarray(tc, jnp.float32)))
     assert val_loss <= 2.50
     assert train_loss > evaluate.floor_train(tc)
     assert val_loss > evaluate.floor_val(tc, vc)[0] - 0.01

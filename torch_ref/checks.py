@@ -234,7 +234,7 @@ def check_checkpoint(params: dict, val_ids: np.ndarray, tmp: Path, seed: int) ->
     val = torch.from_numpy(val_ids.astype(np.int64))
     with torch.no_grad():
         lt = tm(val[None, :-1], val[None, 1:])[1].item()  # the whole split as one (1, N) sequence
-    lj = float(exact_loss(FlaxBigram(V), params, jnp.asarray(dense_counts(val_ids, V), jnp.float32)))
+    lj = float(exact_loss(params, jnp.asarray(dense_counts(val_ids, V), jnp.float32)))
     gen = torch.Generator().manual_seed(seed)
     torch.save(random_model(V, gen).state_dict(), tmp / "torch.pt")
     tm.load_state_dict(torch.load(tmp / "torch.pt", weights_only=True))

@@ -41,7 +41,6 @@ def _import(argv: Sequence[str] | None) -> int:
     from bigram_jax import checkpoint as ckpt_lib
     from bigram_jax import evaluate
     from bigram_jax.corpus import load_corpus
-    from bigram_jax.model import BigramLanguageModel
     from bigram_jax.run_dir import RunDir, claim
     from bigram_jax.train import init_state
     from torch_ref.convert import load_torch_state_dict, torch_to_flax
@@ -50,8 +49,7 @@ def _import(argv: Sequence[str] | None) -> int:
     corpus = load_corpus(cfg)
     V = corpus.tokenizer.vocab_size
     params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
-    model = BigramLanguageModel(V)
-    losses = [float(evaluate.exact(model, params, evaluate.device_counts(c, jnp.float32, jnp.asarray)))
+    losses = [float(evaluate.exact(params, evaluate.device_counts(c, jnp.float32, jnp.asarray)))
               for c in (corpus.train_counts, corpus.val_counts)]
     claim(Path(cfg.out_dir), fresh=True)  # never over a run; locked while it writes
     with ckpt_lib.open_fresh(cfg) as ckpts:

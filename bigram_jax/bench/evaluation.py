@@ -51,12 +51,12 @@ def sec_eval(c: Ctx) -> dict:
     model, params = BigramLanguageModel(c.V), c.params()
     counts = {s: dense_counts(getattr(c.corpus, s), c.V) for s in SPLITS}
     dev_counts = {s: jnp.asarray(n, jnp.float32) for s, n in counts.items()}
-    exact = {s: float(evaluate.exact_loss(model, params, dev_counts[s])) for s in SPLITS}
+    exact = {s: float(evaluate.exact_loss(params, dev_counts[s])) for s in SPLITS}
     rounding = {s: abs(exact[s] - float64_loss(c.table(), n)) for s, n in counts.items()}
     fns, values = estimators(c, model, params)
     secs = c.time({"count_splits": lambda n: [dense_counts(getattr(c.corpus, s), c.V) for _ in range(n)
                                               for s in SPLITS],
-                   "jax_exact": lambda n: [evaluate.exact_loss(model, params, dev_counts[s]).block_until_ready()
+                   "jax_exact": lambda n: [evaluate.exact_loss(params, dev_counts[s]).block_until_ready()
                                            for _ in range(n) for s in SPLITS], **fns})
     # every estimate taken while timing is one sample of its error: no extra runs needed
     err = {k: {s: sorted(abs(v[s] - exact[s]) for v in vs) for s in SPLITS} for k, vs in values.items()}

@@ -1,0 +1,150 @@
+"""Saved programs: a warm run loads what an earlier one compiled, with the same results; damage means a recompile."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigram_jax import programs
+from bigram_jax.config import FIELDS, RUN_ONLY, Config
+from bigram_jax.data import CharTokenizer
+from bigram_jax.evaluate import exact_loss
+from bigram_jax.train import init_on, init_state, train_steps
+
+from .conftest import run_script
+
+
+TIMES = ("tokens_per_second", "elapsed_seconds")  # the metrics that are clock readings
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty per-user cache, and no programs held by this process."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(programs, "_LOADED", {})
+    return tmp_path / "cache" / "bigram_jax" / "programs"
+
+
+def _tokens(text: str) -> np.ndarray:
+    return np.asarray(CharTokenizer.from_text(text).encode(text), np.int32)
+
+
+def _train(data: np.ndarray, cfg: Config) -> tuple[jax.Array, np.ndarray]:
+    """40 steps through the saved-program path: (summed batch losses, the final table)."""
+    state = init_state(cfg, 65)
+    run = programs.compiled(train_steps, state, data, np.int32(1), out=(state, 0.0), cfg=cfg, mesh=None)
+    first = state.params["params"]["token_embedding_table"]["embedding"]
+    state, loss = run(state, data, np.int32(40))
+    assert first.is_deleted()  # the state is still donated to the loaded program
+    return np.asarray(loss), np.asarray(state.params["params"]["token_embedding_table"]["embedding"])
+
+
+def test_a_stored_program_loads_and_gives_the_same_bits(cache, shakespeare_text, monkeypatch):
+    data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
+    fresh = _train(data, cfg)
+    assert len(list(cache.glob("*.bin"))) == 1
+    monkeypatch.setattr(programs, "_LOADED", {})  # a new process, as far as programs can tell
+    monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
+    loaded = _train(data, cfg)
+    np.testing.assert_array_equal(loaded[0], fresh[0])
+    np.testing.assert_array_equal(loaded[1], fresh[1])
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_a_damaged_entry_is_compiled_afresh_and_replaced(cache, shakespeare_text, monkeypatch, damage):
+    data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
+    fresh = _train(data, cfg)
+    (entry,) = cache.glob("*.bin")
+    blob = bytearray(entry.read_bytes())
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0x40
+    damaged = bytes(blob[: len(blob) // 3] if damage == "truncate" else b"" if damage == "empty" else blob)
+    entry.write_bytes(damaged)
+    monkeypatch.setattr(programs, "_LOADED", {})
+    again = _train(data, cfg)
+    np.testing.assert_array_equal(again[1], fresh[1])
+    assert entry.read_bytes() != damaged  # rewritten whole
+    monkeypatch.setattr(programs, "_LOADED", {})
+    monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("the replaced entry did not load"))
+    np.testing.assert_array_equal(_train(data, cfg)[1], fresh[1])
+
+
+def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch, shakespeare_text):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    monkeypatch.setattr(programs, "_LOADED", {})
+    data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
+    loss, table = _train(data, cfg)
+    assert np.isfinite(loss) and np.isfinite(table).all()
+
+
+def _other(value):
+    """A different value of a config field's type."""
+    if isinstance(value, str):
+        return value + "-elsewhere"
+    return value + 7 if isinstance(value, int) else value / 2 + 0.125
+
+
+def test_run_only_settings_reach_no_program():
+    """Programs are stored without the RUN_ONLY fields: changing any of them must leave every program as it is."""
+    cfg, V = Config(), 65
+    state = init_state(cfg, V)
+    data = jax.ShapeDtypeStruct((10000,), jnp.int32)
+    base = (train_steps.lower(state, data, np.int32(1), cfg=cfg).as_text(),
+            init_on.lower(cfg=cfg, vocab_size=V, mesh=None).as_text())
+    assert RUN_ONLY <= set(FIELDS)
+    for name in RUN_ONLY:
+        other = dataclasses.replace(cfg, **{name: _other(getattr(cfg, name))})
+        texts = (train_steps.lower(state, data, np.int32(1), cfg=other).as_text(),
+                 init_on.lower(cfg=other, vocab_size=V, mesh=None).as_text())
+        assert texts == base, name
+        assert programs._name(train_steps, (state,), {"cfg": other}) == programs._name(train_steps, (state,), {"cfg": cfg})
+    # and the other settings are part of a program's name
+    for name in ("learning_rate", "batch_size", "seed", "max_iters"):
+        other = dataclasses.replace(cfg, **{name: _other(getattr(cfg, name))})
+        assert programs._name(train_steps, (state,), {"cfg": other}) != programs._name(train_steps, (state,), {"cfg": cfg})
+
+
+def test_names_follow_shapes_dtypes_and_shardings():
+    params = init_state(Config(), 65).params
+    counts = jnp.zeros((65, 65), jnp.float32)
+    name = programs._name(exact_loss, (params, counts), {})
+    assert programs._name(exact_loss, (params, counts.astype(jnp.bfloat16)), {}) != name
+    assert programs._name(exact_loss, (params, jnp.zeros((64, 64))), {}) != name
+    assert programs._name(exact_loss, (params, np.zeros((65, 65), np.float32)), {}) != name  # host, not a device
+    assert programs._name(exact_loss, (params, jnp.ones((65, 65), jnp.float32)), {}) == name  # values do not count
+
+
+def test_a_wrong_output_structure_is_refused(cache):
+    params = init_state(Config(), 65).params
+    with pytest.raises(TypeError, match="out"):
+        programs.compiled(exact_loss, params, jnp.zeros((65, 65)), out=(0.0, 0.0))
+
+
+def test_unstable_static_text_is_refused():
+    with pytest.raises(TypeError, match="stable"):
+        programs._static(object())
+
+
+def test_a_warm_run_lowers_none_of_its_programs(tmp_path):
+    """The second of two identical runs (here on 4 devices) loads every program of its own: JAX logs no lowering
+    of them, and the two runs agree to the bit."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_LOG_COMPILES": "1",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    ours = ("init_on", "train_steps", "exact_loss", "learning_rate", "sample_key", "_sample")
+    runs = []
+    for i in range(2):
+        r = run_script("train.py", "--max-iters", "60", "--eval-interval", "30", "--out-dir", str(tmp_path / f"r{i}"),
+                       env=env)
+        assert r.returncode == 0, r.stderr
+        lowered = {n for n in ours if f"Compiling jit({n})" in r.stderr}
+        runs.append((lowered, (tmp_path / f"r{i}" / "metrics.jsonl").read_text()))
+    assert runs[0][0] == set(ours)
+    assert runs[1][0] == set()
+    untimed = lambda text: [{k: v for k, v in json.loads(line).items() if k not in TIMES}  # noqa: E731
+                            for line in text.splitlines()]
+    assert untimed(runs[1][1]) == untimed(runs[0][1])
