@@ -117,8 +117,9 @@ def _load(name: str, args: tuple, out: Any) -> Callable | None:
     """The stored executable, or None when it is absent, damaged or does not load."""
     from jax.experimental.serialize_executable import deserialize_and_load
 
+    path = _path(name)
     try:
-        blob = _path(name).read_bytes()
+        blob = path.read_bytes()
         digest, body = blob[:32], blob[32:]
         if hashlib.sha256(body).digest() != digest:
             return None
@@ -127,7 +128,7 @@ def _load(name: str, args: tuple, out: Any) -> Callable | None:
         program = deserialize_and_load(payload, jax.tree_util.tree_structure((args, {})),
                                        jax.tree_util.tree_structure(out),
                                        execution_devices=[by_id[i] for i in device_ids])
-        os.utime(_path(name))  # recently used: kept when old entries are pruned
+        os.utime(path)  # recently used: kept when old entries are pruned
         return program
     except Exception:  # noqa: BLE001  (whatever a damaged entry raises, the program is compiled afresh)
         return None
@@ -135,18 +136,22 @@ def _load(name: str, args: tuple, out: Any) -> Callable | None:
 
 @contextlib.contextmanager
 def _without_xla_cache() -> Iterator[None]:
-    """JAX's persistent compilation cache bypassed (through its private switch; where that moved, nothing is
-    stored: see _XLA_HITS). An executable JAX loaded from that cache serializes without its functions: its stored
-    copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found')."""
+    """JAX's persistent compilation cache bypassed (through its private switch; where that moved, the cache stays
+    on and a hit means nothing is stored: see _XLA_HITS). An executable JAX loaded from that cache serializes
+    without its functions: its stored copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found')."""
     from jax._src import compilation_cache as cc
 
-    with cc._cache_initialized_mutex:
+    lock = getattr(cc, "_cache_initialized_mutex", None)
+    if lock is None or not hasattr(cc, "_cache_checked") or not hasattr(cc, "_cache_used"):
+        yield
+        return
+    with lock:
         saved = cc._cache_checked, cc._cache_used
         cc._cache_checked, cc._cache_used = True, False
     try:
         yield
     finally:
-        with cc._cache_initialized_mutex:
+        with lock:
             cc._cache_checked, cc._cache_used = saved
 
 
@@ -155,10 +160,7 @@ def _compile_and_store(name: str, fn: Any, args: tuple, out: Any, static: dict) 
     from jax.experimental.serialize_executable import serialize
 
     hits = _XLA_HITS[0]
-    try:
-        with _without_xla_cache():
-            program = fn.lower(*args, **static).compile()
-    except AttributeError:  # JAX's switch moved: compiled through its cache, and not stored below
+    with _without_xla_cache():
         program = fn.lower(*args, **static).compile()
     if program.out_tree != jax.tree_util.tree_structure(out):
         raise TypeError(f"{fn.__qualname__}: `out` is shaped {jax.tree_util.tree_structure(out)}, "
