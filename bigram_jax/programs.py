@@ -22,6 +22,7 @@ import pickle
 import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,16 +34,22 @@ from bigram_jax.config import Config, RUN_ONLY
 MAX_ENTRIES = 256  # the least recently used entries beyond this many are deleted when one is written
 _LOADED: dict[str, Callable] = {}  # this process's programs by name: each is loaded or compiled once
 _NOT_IN_KEY = re.compile(r"cache|^jax_log|logging|timeout")  # JAX settings that change no program
-_XLA_HITS = [0]  # executables JAX's persistent compilation cache has served this process
+_SEEN = threading.local()  # per thread: XLA compiles run and JAX persistent-cache hits (see _fresh)
 
 
-def _count_hits(event: str, **_: Any) -> None:
-    """jax.monitoring listener: counts the hits of JAX's persistent compilation cache."""
-    if event == "/jax/compilation_cache/cache_hits":
-        _XLA_HITS[0] += 1
+def _count(event: str, *_: Any, **__: Any) -> None:
+    """jax.monitoring listener: counts, in the thread that compiles, the compiles and JAX cache hits."""
+    if event in ("/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_hits"):
+        setattr(_SEEN, event, getattr(_SEEN, event, 0) + 1)
 
 
-jax.monitoring.register_event_listener(_count_hits)
+def _seen() -> tuple[int, int]:
+    return (getattr(_SEEN, "/jax/core/compile/backend_compile_duration", 0),
+            getattr(_SEEN, "/jax/compilation_cache/cache_hits", 0))
+
+
+jax.monitoring.register_event_listener(_count)
+jax.monitoring.register_event_duration_secs_listener(_count)
 
 
 def compiled(fn: Any, *args: Any, out: Any, **static: Any) -> Callable:
@@ -137,8 +144,10 @@ def _load(name: str, args: tuple, out: Any) -> Callable | None:
 @contextlib.contextmanager
 def _without_xla_cache() -> Iterator[None]:
     """JAX's persistent compilation cache bypassed (through its private switch; where that moved, the cache stays
-    on and a hit means nothing is stored: see _XLA_HITS). An executable JAX loaded from that cache serializes
-    without its functions: its stored copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found')."""
+    on and a hit means nothing is stored). An executable JAX loaded from that cache serializes without its
+    functions: its stored copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found'). JAX also
+    hands out again, without compiling, an executable it already holds in memory, which may be such a loaded one:
+    hence _compile_and_store stores only when its own thread saw XLA compile once, with no cache hit."""
     from jax._src import compilation_cache as cc
 
     lock = getattr(cc, "_cache_initialized_mutex", None)
@@ -159,14 +168,15 @@ def _compile_and_store(name: str, fn: Any, args: tuple, out: Any, static: dict) 
     """Compile, and store the executable for later runs (skipped where it cannot be serialized or written)."""
     from jax.experimental.serialize_executable import serialize
 
-    hits = _XLA_HITS[0]
+    before = _seen()
     with _without_xla_cache():
         program = fn.lower(*args, **static).compile()
     if program.out_tree != jax.tree_util.tree_structure(out):
         raise TypeError(f"{fn.__qualname__}: `out` is shaped {jax.tree_util.tree_structure(out)}, "
                         f"the program returns {program.out_tree}")
-    if _XLA_HITS[0] != hits:  # loaded from JAX's cache, not compiled: it would be stored broken
-        return program
+    compiles, hits = (a - b for a, b in zip(_seen(), before))
+    if compiles != 1 or hits:  # reused (JAX keeps each executable in memory) or loaded from JAX's cache:
+        return program         # only what XLA compiled here is stored whole (see _without_xla_cache)
     try:
         payload = serialize(program)[0]
         device_ids = [d.id for d in program._executable._unloaded_executable.device_list]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,21 +14,29 @@ import pytest
 
 from bigram_jax import programs
 from bigram_jax.config import FIELDS, RUN_ONLY, Config
+from bigram_jax.counts import dense_counts
 from bigram_jax.data import CharTokenizer
 from bigram_jax.evaluate import exact_loss
 from bigram_jax.train import init_on, init_state, train_steps
 
-from .conftest import run_script
+from .conftest import ROOT, run_script
 
 
 TIMES = ("tokens_per_second", "elapsed_seconds")  # the metrics that are clock readings
+
+
+def _as_new_process(monkeypatch) -> None:
+    """No program held by this process: neither programs nor JAX (which would hand back the executable it holds,
+    and programs stores only what it saw XLA compile)."""
+    monkeypatch.setattr(programs, "_LOADED", {})
+    jax.clear_caches()
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty per-user cache, and no programs held by this process."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(programs, "_LOADED", {})
+    _as_new_process(monkeypatch)
     return tmp_path / "cache" / "bigram_jax" / "programs"
 
 
@@ -47,7 +58,7 @@ def test_a_stored_program_loads_and_gives_the_same_bits(cache, shakespeare_text,
     data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
     fresh = _train(data, cfg)
     assert len(list(cache.glob("*.bin"))) == 1
-    monkeypatch.setattr(programs, "_LOADED", {})  # a new process, as far as programs can tell
+    _as_new_process(monkeypatch)
     monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
     loaded = _train(data, cfg)
     np.testing.assert_array_equal(loaded[0], fresh[0])
@@ -64,11 +75,11 @@ def test_a_damaged_entry_is_compiled_afresh_and_replaced(cache, shakespeare_text
         blob[len(blob) // 2] ^= 0x40
     damaged = bytes(blob[: len(blob) // 3] if damage == "truncate" else b"" if damage == "empty" else blob)
     entry.write_bytes(damaged)
-    monkeypatch.setattr(programs, "_LOADED", {})
+    _as_new_process(monkeypatch)
     again = _train(data, cfg)
     np.testing.assert_array_equal(again[1], fresh[1])
     assert entry.read_bytes() != damaged  # rewritten whole
-    monkeypatch.setattr(programs, "_LOADED", {})
+    _as_new_process(monkeypatch)
     monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("the replaced entry did not load"))
     np.testing.assert_array_equal(_train(data, cfg)[1], fresh[1])
 
@@ -76,7 +87,7 @@ def test_a_damaged_entry_is_compiled_afresh_and_replaced(cache, shakespeare_text
 def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch, shakespeare_text):
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
-    monkeypatch.setattr(programs, "_LOADED", {})
+    _as_new_process(monkeypatch)
     data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
     loss, table = _train(data, cfg)
     assert np.isfinite(loss) and np.isfinite(table).all()
@@ -148,3 +159,41 @@ def test_a_warm_run_lowers_none_of_its_programs(tmp_path):
     untimed = lambda text: [{k: v for k, v in json.loads(line).items() if k not in TIMES}  # noqa: E731
                             for line in text.splitlines()]
     assert untimed(runs[1][1]) == untimed(runs[0][1])
+
+
+_AFTER_JAX_CACHE = """
+import sys
+import jax, numpy as np
+from bigram_jax import programs
+from bigram_jax.evaluate import exact_loss
+from bigram_jax.model import BigramLanguageModel
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+counts = np.load(sys.argv[2])
+params = BigramLanguageModel(65).init(jax.random.key(3), np.zeros((1, 1), np.int32))
+if "plain" in sys.argv[3]:
+    print(float(exact_loss(params, counts)))  # plain jit: JAX's own cache serves it once it holds it
+if "ours" in sys.argv[3]:
+    print(float(programs.run(exact_loss, params, counts, out=0.0)))  # JAX hands back the executable it holds
+"""
+
+
+def test_an_executable_jax_already_holds_is_not_stored(tmp_path, shakespeare_text):
+    """JAX loads an executable from its persistent cache, then hands the same one to programs when asked to compile
+    that computation again: stored, it would fail in the next run ('Function ... not found'). Nothing is stored
+    then; the next run compiles and stores its own, and the run after that loads it."""
+    (tmp_path / "go.py").write_text(_AFTER_JAX_CACHE)
+    np.save(tmp_path / "counts.npy", dense_counts(_tokens(shakespeare_text[:50000]), 65).astype(np.float32))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    stored = tmp_path / "cache" / "bigram_jax" / "programs"
+    losses = []
+    for what in ("plain", "plain+ours", "ours", "ours"):  # fill JAX's cache, served by it, fresh, loaded
+        r = subprocess.run([sys.executable, str(tmp_path / "go.py"), str(tmp_path / "xla"), str(tmp_path / "counts.npy"),
+                            what], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        losses += [float(x) for x in r.stdout.split()]
+        if what == "plain+ours":
+            assert not list(stored.glob("*.bin"))
+    assert len(list(stored.glob("*.bin"))) == 1
+    assert len(losses) == 5 and len(set(losses)) == 1
