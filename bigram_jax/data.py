@@ -35,17 +35,20 @@ class CharTokenizer:
         return len(self.vocab)
 
     def encode(self, s: str) -> np.ndarray:
-        """String -> int32 ids; an unknown character is a UserError naming it. Vectorized: the code points
-        (UTF-32) are looked up in one sorted array, not character by character in Python."""
+        """String -> int32 ids; an unknown character is a UserError naming it. Vectorized: each code point (UTF-32)
+        indexes a table of ids by code point (-1: not in the vocabulary), not character by character in Python."""
         points = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (len(s),)
-        table = np.frombuffer(self.vocab.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (V,), sorted: the vocab is
-        ids = np.minimum(np.searchsorted(table, points), max(len(table) - 1, 0))
-        bad = table[ids] != points if len(table) else np.ones(len(points), bool)
+        vocab = np.frombuffer(self.vocab.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (V,)
+        top = max(int(points.max(initial=0)), int(vocab.max(initial=0)))  # at most 0x10FFFF: a table of <= 4.5 MB
+        id_of = np.full(top + 1, -1, np.int32)
+        id_of[vocab] = np.arange(len(vocab), dtype=np.int32)
+        ids = id_of[points]  # (len(s),)
+        bad = ids < 0
         if bad.any():
             unknown = sorted({chr(c) for c in points[bad].tolist()})
             shown = ", ".join(repr(ch) for ch in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
             raise UserError(f"{len(unknown)} character(s) not in the vocabulary: {shown}")
-        return ids.astype(np.int32)
+        return ids
 
     def decode(self, ids) -> str:
         """Ids -> string."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bigram_jax import checkpoint as ckpt_lib
@@ -22,7 +23,7 @@ from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus, load_corpus
 from bigram_jax.errors import Interrupted, NonFinite, UserError
 from bigram_jax.feed import HostFeed
-from bigram_jax.model import table_of
+from bigram_jax.model import params_of, table_of
 from bigram_jax.progress import Progress
 from bigram_jax.run_dir import RunDir
 from bigram_jax.summary import summarize
@@ -138,7 +139,8 @@ def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home:
 
 def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | None, say: Callable) -> TrainState:
     """The latest checkpoint's state restored into this mesh's shardings, or a fresh one created in place."""
-    abstract = jax.eval_shape(lambda: init_state(cfg, V))
+    # shapes and structure only: a (V, V) table stands in for flax's init, which would be traced for nothing
+    abstract = jax.eval_shape(lambda: init_state(cfg, V, params_of(jax.ShapeDtypeStruct((V, V), jnp.float32))))
     if resume is not None:  # any mesh can resume any checkpoint: orbax lands each shard on its device
         target, ckpts = parallel.abstract_on(abstract, mesh), resume.checkpoints
         try:
