@@ -36,7 +36,7 @@ class HostFeed:
         abstract = jax.ShapeDtypeStruct(self.shape, np.int32, sharding=self.sharding)
         self._zero = np.zeros((), table_of(state.params).dtype)
         self._fn = programs.compiled(train_steps_fed, state, self._zero, abstract, np.int32(0), np.int32(1),
-                                     out=(state, 0.0), cfg=cfg, mesh=mesh)
+                                     out=(state, 0.0), profile="loop", cfg=cfg, mesh=mesh)
         depth = int(min(4, max(1, PREFETCH_BYTES // (4 * np.prod(self.shape)))))
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()

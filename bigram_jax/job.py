@@ -133,7 +133,8 @@ def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home:
         return feed.advance, feed
     train_data = parallel.replicate(np.asarray(corpus.train, np.int32), mesh)
     # compiled ahead of time, once: the step count is a traced argument, so every chunk reuses it
-    compiled = programs.compiled(train_steps, state, train_data, np.int32(1), out=(state, 0.0), cfg=cfg, mesh=mesh)
+    compiled = programs.compiled(train_steps, state, train_data, np.int32(1), out=(state, 0.0), profile="loop",
+                                 cfg=cfg, mesh=mesh)
     return (lambda st, step, n: compiled(st, train_data, np.int32(n))), None
 
 
@@ -149,7 +150,7 @@ def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | Non
             raise UserError(f"{e}; {ckpts.newest_intact(resume.step, target)}") from None
         say(f"resumed from {resume.checkpoints.directory / str(resume.step)} (step {resume.step})")
         return state
-    return programs.run(init_on, out=abstract, quick_compile=True, cfg=cfg, vocab_size=V, mesh=mesh)
+    return programs.run(init_on, out=abstract, profile="once", cfg=cfg, vocab_size=V, mesh=mesh)
 
 
 CHECKPOINT_SECONDS = 60.0  # checkpoint_every = 0: at an eval once this long has passed since the last save
@@ -176,7 +177,7 @@ def train_loop(job: Job, run: RunDir) -> Trained:
     cfg, state = job.cfg, job.state
     step = int(state.step)
     clock = Clock(step)
-    lr = lambda s: float(programs.run(learning_rate, np.int32(s), out=0.0, quick_compile=True, cfg=cfg))  # noqa: E731
+    lr = lambda s: float(programs.run(learning_rate, np.int32(s), out=0.0, profile="once", cfg=cfg))  # noqa: E731
     losses = job.exact(state.params)
     if step == 0:  # a resumed run logged its starting step before it stopped
         run.log_eval(step, *losses, batch_loss=None, lr=lr(step))

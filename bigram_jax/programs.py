@@ -31,18 +31,21 @@ import jax
 from bigram_jax.cache import cache_dir
 from bigram_jax.config import Config, RUN_ONLY
 
-# XLA:CPU at LLVM -O1, not -O2: our programs compile about a quarter faster (train_steps 0.8 -> 0.6 s on the 2-core
-# Xeon) and run as fast, with the same bits (a bigram step is a gather, a scatter and elementwise ops: nothing
-# that -O2's extra loop passes speed up).
-CPU_OPTIONS = {"xla_backend_optimization_level": 1}
-# quick_compile: XLA:CPU's older elemental emitters compile a program with random draws in 60% of the time
-# (init_on 0.30 -> 0.18 s, a 500-token sample 0.40 -> 0.23 s) and give the same bits, but run up to 40% slower
-# on wide batches: for programs that run once or briefly.
-QUICK_CPU_OPTIONS = {**CPU_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+# XLA:CPU options by what a program is for (elsewhere, and for programs of neither kind: XLA's defaults). Both keep
+# the bits; measured on the 2-core Xeon (bench --only compile,train,scale,generate and the cold job):
+CPU_PROFILES = {
+    # training loops: backend optimization level 1 (XLA's default is 3) compiles train_steps a quarter faster
+    # (0.8 -> 0.6 s) and runs it as fast or faster (a bigram step is a gather, a scatter and elementwise ops)
+    "loop": {"xla_backend_optimization_level": 1},
+    # programs that run once or briefly: XLA:CPU's older elemental emitters too compile one with random draws in
+    # 60% of the time (init_on 0.30 -> 0.18 s, a 500-token sample 0.40 -> 0.23 s), but can run half again as long
+    # on wide batches (64 samples drawn at once); level 1 alone slows wide sampling by a tenth, hence no default
+    "once": {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False},
+}
 MAX_ENTRIES = 256  # the least recently used entries beyond this many are deleted when one is written
 _LOADED: dict[str, Callable] = {}  # this process's programs by name: each is loaded or compiled once
 _NOT_IN_KEY = re.compile(r"cache|^jax_log|logging|timeout")  # JAX settings that change no program
-_SEEN = threading.local()  # per thread: XLA compiles run and JAX persistent-cache hits (see _fresh)
+_SEEN = threading.local()  # per thread: XLA compiles run and JAX persistent-cache hits (see _compile_and_store)
 
 
 def _count(event: str, *_: Any, **__: Any) -> None:
@@ -52,6 +55,7 @@ def _count(event: str, *_: Any, **__: Any) -> None:
 
 
 def _seen() -> tuple[int, int]:
+    """(XLA compiles, JAX cache hits) this thread has seen so far."""
     return (getattr(_SEEN, "/jax/core/compile/backend_compile_duration", 0),
             getattr(_SEEN, "/jax/compilation_cache/cache_hits", 0))
 
@@ -60,12 +64,12 @@ jax.monitoring.register_event_listener(_count)
 jax.monitoring.register_event_duration_secs_listener(_count)
 
 
-def compiled(fn: Any, *args: Any, out: Any, quick_compile: bool = False, **static: Any) -> Callable:
+def compiled(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any) -> Callable:
     """`fn` (a jax.jit function) compiled for `args` (arrays, or jax.ShapeDtypeStruct with shardings) and the
     static keyword arguments; call it with arrays like `args`. `out` is any pytree shaped as fn's output: a
-    loaded executable takes its output structure from it (saving one is checked against it). `quick_compile`:
-    the program runs once or briefly, so compile time counts more than run time (see QUICK_CPU_OPTIONS)."""
-    options = compile_options(quick_compile)
+    loaded executable takes its output structure from it (saving one is checked against it). `profile`: 'loop'
+    or 'once', what the program is for (see CPU_PROFILES); None, XLA's defaults."""
+    options = compile_options(profile)
     if jax.process_count() > 1:  # every process must compile the same program at the same time
         return fn.lower(*args, **static).compile(options)
     name = _name(fn, args, {**static, "compiler_options": options})
@@ -74,16 +78,14 @@ def compiled(fn: Any, *args: Any, out: Any, quick_compile: bool = False, **stati
     return _LOADED[name]
 
 
-def run(fn: Any, *args: Any, out: Any, quick_compile: bool = False, **static: Any) -> Any:
+def run(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any) -> Any:
     """compiled(...) called on `args`."""
-    return compiled(fn, *args, out=out, quick_compile=quick_compile, **static)(*args)
+    return compiled(fn, *args, out=out, profile=profile, **static)(*args)
 
 
-def compile_options(quick_compile: bool = False) -> dict | None:
-    """XLA options for our programs on this platform (None: XLA's defaults)."""
-    if jax.default_backend() != "cpu":
-        return None
-    return QUICK_CPU_OPTIONS if quick_compile else CPU_OPTIONS
+def compile_options(profile: str | None) -> dict | None:
+    """XLA's options for a program of this profile on this platform (None: XLA's defaults)."""
+    return CPU_PROFILES[profile] if profile is not None and jax.default_backend() == "cpu" else None
 
 
 @functools.cache

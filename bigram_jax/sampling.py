@@ -16,7 +16,7 @@ from bigram_jax.model import table_of
 from bigram_jax.parallel import to_host
 
 SAMPLERS = ("categorical", "cdf")
-# draws of at most this many (token, row entry) pairs are compiled for compile speed (programs.QUICK_CPU_OPTIONS):
+# draws of at most this many (token, row entry) pairs are compiled for compile speed (programs.CPU_PROFILES):
 # the lecture's 500 tokens compile 0.17 s sooner; wider draws (64 x 2000 tokens) would run up to 40% slower
 QUICK_WORK = 1 << 22
 
@@ -70,7 +70,7 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
     t = np.asarray(max(t, float(jnp.finfo(table.dtype).tiny)), table.dtype)
     # host inputs (numpy), host output: also right when the table is spread over several processes
     quick = n * idx.shape[0] * table.shape[0] <= QUICK_WORK  # a short draw: its compile is most of its time
-    new, finite = programs.run(_sample, table, key, idx[:, -1], t, out=(0, 0), quick_compile=quick,
+    new, finite = programs.run(_sample, table, key, idx[:, -1], t, out=(0, 0), profile="once" if quick else None,
                                max_new_tokens=n, top_k=top_k, sampler=sampler)  # (B, N), ()
     if not bool(finite):  # checked in the same program: a separate check would be two more compiles
         raise UserError("the table holds NaN or infinite values: nothing to sample from")

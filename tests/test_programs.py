@@ -17,6 +17,7 @@ from bigram_jax.config import FIELDS, RUN_ONLY, Config
 from bigram_jax.counts import dense_counts
 from bigram_jax.data import CharTokenizer
 from bigram_jax.evaluate import exact_loss
+from bigram_jax.sampling import _sample
 from bigram_jax.train import init_on, init_state, train_steps
 
 from .conftest import ROOT, run_script
@@ -130,6 +131,23 @@ def test_names_follow_shapes_dtypes_and_shardings():
     assert programs._name(exact_loss, (params, jnp.ones((65, 65), jnp.float32)), {}) == name  # values do not count
 
 
+def test_the_once_profile_gives_the_same_bits_under_its_own_name(cache):
+    """The "once" profile trades run speed for compile speed, never results: the initial state and a sample drawn
+    from it are bit-identical either way, and the two programs are kept apart."""
+    cfg = Config()
+    abstract = jax.eval_shape(lambda: init_state(cfg, 65))
+    states = [programs.run(init_on, out=abstract, profile="once" if q else None, cfg=cfg, vocab_size=65, mesh=None)
+              for q in (False, True)]
+    tables = [np.asarray(s.params["params"]["token_embedding_table"]["embedding"]) for s in states]
+    np.testing.assert_array_equal(tables[0], tables[1])
+    assert len(list(cache.glob("*.bin"))) == 2
+    key, last, t = jax.random.key(5), np.zeros((3,), np.int32), np.float32(0.9)
+    draws = [programs.run(_sample, tables[0], key, last, t, out=(0, 0), profile="once" if q else None, max_new_tokens=300,
+                          top_k=None, sampler="categorical")[0] for q in (False, True)]
+    np.testing.assert_array_equal(np.asarray(draws[0]), np.asarray(draws[1]))
+    assert len(set(np.asarray(draws[0]).ravel().tolist())) > 20  # a real draw, not a constant
+
+
 def test_a_wrong_output_structure_is_refused(cache):
     params = init_state(Config(), 65).params
     with pytest.raises(TypeError, match="out"):
@@ -166,6 +184,7 @@ import sys
 import jax, numpy as np
 from bigram_jax import programs
 from bigram_jax.evaluate import exact_loss
+from bigram_jax.sampling import _sample
 from bigram_jax.model import BigramLanguageModel
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -173,7 +192,7 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 counts = np.load(sys.argv[2])
 params = BigramLanguageModel(65).init(jax.random.key(3), np.zeros((1, 1), np.int32))
 if "plain" in sys.argv[3]:  # JAX's own path, with our options: its cache serves this once it holds it
-    print(float(exact_loss.lower(params, counts).compile(programs.compile_options())(params, counts)))
+    print(float(exact_loss.lower(params, counts).compile(programs.compile_options(None))(params, counts)))
 if "ours" in sys.argv[3]:
     print(float(programs.run(exact_loss, params, counts, out=0.0)))  # JAX hands back the executable it holds
 """

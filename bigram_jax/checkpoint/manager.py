@@ -186,7 +186,7 @@ class Checkpoints:
             self.mgr.wait_until_finished()
         meta = {**meta, "checksums": checksums(state)}  # verified by every restore and load
         # copy: the live state's buffers are donated to the next train call while orbax still writes
-        state = programs.run(copy_state, state, out=state, quick_compile=True)
+        state = programs.run(copy_state, state, out=state, profile="once")
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         with self._failure(step):
             return self.mgr.save(step, args=args, metrics={"val_loss": float(val_loss)})
