@@ -17,7 +17,7 @@ from bigram_jax.parallel import to_host
 
 SAMPLERS = ("categorical", "cdf")
 # draws of at most this many (token, row entry) pairs are compiled for compile speed (programs.CPU_PROFILES):
-# the lecture's 500 tokens compile 0.17 s sooner; wider draws (64 x 2000 tokens) would run up to 40% slower
+# the lecture's 500 tokens compile 0.17 s sooner; wider draws (64 x 2000 tokens) could run half again as long
 QUICK_WORK = 1 << 22
 
 

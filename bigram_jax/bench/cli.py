@@ -85,7 +85,10 @@ def _bench(argv: Sequence[str] | None) -> int:
         try:
             doc, corpus_path = run(args)
         finally:
-            os.environ.pop("XDG_CACHE_HOME") if saved is None else os.environ.update(XDG_CACHE_HOME=saved)
+            if saved is None:
+                del os.environ["XDG_CACHE_HOME"]
+            else:
+                os.environ["XDG_CACHE_HOME"] = saved
     out, page = Path(args.out), markdown_path(args)
     out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
     from .page import write
