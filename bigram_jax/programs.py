@@ -71,7 +71,7 @@ def compiled(fn: Any, *args: Any, out: Any, profile: str | None = None, **static
     or 'once', what the program is for (see CPU_PROFILES); None, XLA's defaults."""
     options = compile_options(profile)
     if jax.process_count() > 1:  # every process must compile the same program at the same time
-        return fn.lower(*args, **static).compile(options)
+        return _compile(fn.lower(*args, **static), options)
     name = _name(fn, args, {**static, "compiler_options": options})
     if name not in _LOADED:
         _LOADED[name] = _load(name, args, out) or _compile_and_store(name, fn, args, out, static, options)
@@ -86,6 +86,16 @@ def run(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any
 def compile_options(profile: str | None) -> dict | None:
     """XLA's options for a program of this profile on this platform (None: XLA's defaults)."""
     return CPU_PROFILES[profile] if profile is not None and jax.default_backend() == "cpu" else None
+
+
+def _compile(lowered: Any, options: dict | None) -> Any:
+    """lowered.compile(options); a jaxlib that no longer knows an option compiles with XLA's defaults instead."""
+    try:
+        return lowered.compile(options)
+    except jax.errors.JaxRuntimeError as e:
+        if options is None or "No such compile option" not in str(e):
+            raise
+        return lowered.compile()
 
 
 @functools.cache
@@ -189,7 +199,7 @@ def _compile_and_store(name: str, fn: Any, args: tuple, out: Any, static: dict, 
 
     before = _seen()
     with _without_xla_cache():
-        program = fn.lower(*args, **static).compile(options)
+        program = _compile(fn.lower(*args, **static), options)
     if program.out_tree != jax.tree_util.tree_structure(out):
         raise TypeError(f"{fn.__qualname__}: `out` is shaped {jax.tree_util.tree_structure(out)}, "
                         f"the program returns {program.out_tree}")

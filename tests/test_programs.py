@@ -213,3 +213,12 @@ def test_an_executable_jax_already_holds_is_not_stored(tmp_path, shakespeare_tex
         losses += [float(x) for x in r.stdout.split()]
     assert len(list(stored.glob("*.bin"))) == 1
     assert len(losses) == 5 and len(set(losses)) == 1
+
+
+def test_an_option_this_jaxlib_does_not_know_falls_back_to_the_defaults(cache, monkeypatch):
+    """A later jaxlib may drop an XLA:CPU option of a profile: the program compiles with XLA's defaults instead
+    of failing the run."""
+    monkeypatch.setitem(programs.CPU_PROFILES, "once", {"xla_cpu_option_no_jaxlib_has": True})
+    params, counts = init_state(Config(), 65).params, jnp.ones((65, 65), jnp.float32)
+    loss = programs.run(exact_loss, params, counts, out=0.0, profile="once")
+    assert float(loss) == pytest.approx(float(programs.run(exact_loss, params, counts, out=0.0)))
