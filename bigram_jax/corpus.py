@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -77,6 +79,14 @@ class Corpus:
     train_counts: PairCounts
     val_counts: PairCounts
     train_file: TokenFile | None = None  # the file `train` maps, to detect a change during the run
+    counts_s: float = 0.0  # seconds of the load spent counting transitions (or reading the counts' cache)
+
+
+def _counted(count: Callable[[], tuple[PairCounts, PairCounts]]) -> dict:
+    """Corpus fields from `count()`: (train counts, val counts) and the seconds they took."""
+    t = time.perf_counter()
+    train_counts, val_counts = count()
+    return {"train_counts": train_counts, "val_counts": val_counts, "counts_s": time.perf_counter() - t}
 
 
 def _file_counts(tf: TokenFile, lo: int, hi: int, stride: int, V: int) -> PairCounts:
@@ -95,8 +105,8 @@ def _big_text_corpus(cfg: Config, path: Path, st) -> Corpus:
     n_train = int(cfg.train_frac * N)
     _check_lengths(cfg, n_train, N - n_train)
     return Corpus(path=path, sha256=sha, tokenizer=data_lib.CharTokenizer(vocab), train=tf.tokens[:n_train],
-                  val=tf.tokens[n_train:], train_counts=_file_counts(tf, 0, n_train, V, V),
-                  val_counts=_file_counts(tf, n_train, N, V, V), train_file=tf)
+                  val=tf.tokens[n_train:], train_file=tf,
+                  **_counted(lambda: (_file_counts(tf, 0, n_train, V, V), _file_counts(tf, n_train, N, V, V))))
 
 
 def _token_corpus(cfg: Config, path: Path) -> Corpus:
@@ -117,8 +127,9 @@ def _token_corpus(cfg: Config, path: Path) -> Corpus:
     sha = scans[0].sha256 if vf is None else hashlib.sha256(f"{scans[0].sha256}+{scans[1].sha256}".encode()).hexdigest()
     val_file, lo, hi = (vf, 0, len(vf.tokens)) if vf else (tf, n_train, len(tf.tokens))
     return Corpus(path=path, sha256=sha, tokenizer=data_lib.TokenIds(V), train=tf.tokens[:n_train],
-                  val=val_file.tokens[lo:hi], train_counts=_file_counts(tf, 0, n_train, top + 1, V),
-                  val_counts=_file_counts(val_file, lo, hi, top + 1, V), train_file=tf)
+                  val=val_file.tokens[lo:hi], train_file=tf,
+                  **_counted(lambda: (_file_counts(tf, 0, n_train, top + 1, V),
+                                      _file_counts(val_file, lo, hi, top + 1, V))))
 
 
 def _check_lengths(cfg: Config, n_train: int, n_val: int) -> None:
@@ -149,4 +160,4 @@ def load_corpus(cfg: Config) -> Corpus:
     _check_lengths(cfg, len(train), len(val))
     V = tok.vocab_size
     return Corpus(path=path, sha256=sha, tokenizer=tok, train=train, val=val,
-                  train_counts=PairCounts.of(train, V), val_counts=PairCounts.of(val, V))
+                  **_counted(lambda: (PairCounts.of(train, V), PairCounts.of(val, V))))

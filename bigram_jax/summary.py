@@ -35,7 +35,8 @@ def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) 
         summary["sample"] = interruptible(sample_text, state.params, cfg, job.corpus.tokenizer)
         job.say(summary["sample"])
     summary["wall_seconds"] = run.elapsed()
-    summary["seconds"] = {"before_job": before, "corpus": job.corpus_s, "compile": job.compile_s,
+    summary["seconds"] = {"before_job": before, "data": job.corpus_s - job.corpus.counts_s,
+                          "counts": job.corpus.counts_s, "compile": job.compile_s,
                           **trained.seconds, "sample": time.perf_counter() - t, "job": summary["wall_seconds"]}
     summary["ended_at"] = time.time()  # the epoch second of the last line: what follows is the process's exit
     run.write_summary(summary)

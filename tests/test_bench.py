@@ -47,7 +47,8 @@ def check_json(doc: dict) -> None:
     assert res["eval"]["estimates_taken"]["torch_lecture"] >= 2
     assert set(res["startup"]["ratio_to_floor"]) == {"job_warm", "job_cold_cache", "help", "bad_flag", "sample_200",
                                                      "torch_job"}
-    assert {"before_job", "corpus", "compile", "train", "sample", "exit"} <= set(res["startup"]["job_breakdown_s"])
+    parts = {"before_job", "data", "counts", "compile", "train", "eval", "checkpoints", "sample", "exit"}
+    assert parts <= set(res["startup"]["job_breakdown_s"])
     assert set(res["corpus"]["runs"]) == {"100000", "2000000"} and res["corpus"]["gpt2_vocab"]["peak_rss_mib"] > 0
     figures = list(numbers(res))
     assert len(figures) > 100

@@ -139,7 +139,8 @@ def startup_tables(doc: dict) -> list[str]:
     return md(f"Start-up: wall seconds, and ratios to `import jax, flax, optax` ({secs(r['floor_s'])})",
               ["what", "wall", "/ import floor"], rows) + md(
         "Where the lecture's job spends its time (its own account; before_job = interpreter start and imports, "
-        "job = everything from loading the corpus to the summary, exit = last line to process end)",
+        "data = reading and tokenizing the corpus, counts = counting its transitions, job = everything from loading "
+        "the corpus to the summary, exit = last line to process end)",
         ["part", "seconds"], parts)
 
 
