@@ -32,8 +32,8 @@ class PairCounts:
     def of(cls, tokens: np.ndarray, vocab_size: int) -> PairCounts:
         """Count every transition tokens[i] -> tokens[i+1] of a split once."""
         flat = pair_ids(tokens[:-1], tokens[1:], vocab_size)
-        if vocab_size * vocab_size <= max(len(flat), 1 << 16):  # a table no bigger than the split: count, not sort
-            return cls.from_dense(np.bincount(flat, minlength=vocab_size * vocab_size).reshape(vocab_size, -1))
+        if 0 < vocab_size * vocab_size <= max(len(flat), 1 << 16):  # a table no bigger than the split: count, not sort
+            return cls.from_dense(np.bincount(flat, minlength=vocab_size**2).reshape(vocab_size, vocab_size))
         ids, n = np.unique(flat, return_counts=True)
         return cls(ids, n.astype(np.float64), vocab_size)
 

@@ -45,19 +45,21 @@ CPU_PROFILES = {
 MAX_ENTRIES = 256  # the least recently used entries beyond this many are deleted when one is written
 _LOADED: dict[str, Callable] = {}  # this process's programs by name: each is loaded or compiled once
 _NOT_IN_KEY = re.compile(r"cache|^jax_log|logging|timeout")  # JAX settings that change no program
-_SEEN = threading.local()  # per thread: XLA compiles run and JAX persistent-cache hits (see _compile_and_store)
+_SEEN = threading.local()  # per thread: what XLA compiled (by name) and JAX's persistent-cache hits (see _compile)
+_LOCK = threading.Lock()  # one program loaded or compiled at a time: _LOADED and JAX's cache switch are shared
 
 
-def _count(event: str, *_: Any, **__: Any) -> None:
-    """jax.monitoring listener: counts, in the thread that compiles, the compiles and JAX cache hits."""
-    if event in ("/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_hits"):
-        setattr(_SEEN, event, getattr(_SEEN, event, 0) + 1)
+def _count(event: str, *_: Any, fun_name: str = "", **__: Any) -> None:
+    """jax.monitoring listener: notes, in the thread that compiles, each XLA compile's name and each JAX cache hit."""
+    if event == "/jax/core/compile/backend_compile_duration":
+        _SEEN.compiled = [*getattr(_SEEN, "compiled", []), fun_name]
+    elif event == "/jax/compilation_cache/cache_hits":
+        _SEEN.hits = getattr(_SEEN, "hits", 0) + 1
 
 
-def _seen() -> tuple[int, int]:
-    """(XLA compiles, JAX cache hits) this thread has seen so far."""
-    return (getattr(_SEEN, "/jax/core/compile/backend_compile_duration", 0),
-            getattr(_SEEN, "/jax/compilation_cache/cache_hits", 0))
+def _seen() -> tuple[list[str], int]:
+    """(names XLA compiled, JAX cache hits) in this thread so far."""
+    return getattr(_SEEN, "compiled", []), getattr(_SEEN, "hits", 0)
 
 
 jax.monitoring.register_event_listener(_count)
@@ -71,11 +73,12 @@ def compiled(fn: Any, *args: Any, out: Any, profile: str | None = None, **static
     or 'once', what the program is for (see CPU_PROFILES); None, XLA's defaults."""
     options = compile_options(profile)
     if jax.process_count() > 1:  # every process must compile the same program at the same time
-        return _compile(fn.lower(*args, **static), options)
+        return compile_lowered(fn.lower(*args, **static), profile)
     name = _name(fn, args, {**static, "compiler_options": options})
-    if name not in _LOADED:
-        _LOADED[name] = _load(name, args, out) or _compile_and_store(name, fn, args, out, static, options)
-    return _LOADED[name]
+    with _LOCK:
+        if name not in _LOADED:
+            _LOADED[name] = _load(name, args, out) or _compile_and_store(name, fn, args, out, static, options)
+        return _LOADED[name]
 
 
 def run(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any) -> Any:
@@ -88,14 +91,27 @@ def compile_options(profile: str | None) -> dict | None:
     return CPU_PROFILES[profile] if profile is not None and jax.default_backend() == "cpu" else None
 
 
-def _compile(lowered: Any, options: dict | None) -> Any:
-    """lowered.compile(options); a jaxlib that no longer knows an option compiles with XLA's defaults instead."""
-    try:
-        return lowered.compile(options)
-    except jax.errors.JaxRuntimeError as e:
-        if options is None or "No such compile option" not in str(e):
-            raise
-        return lowered.compile()
+def compile_lowered(lowered: Any, profile: str | None) -> Any:
+    """A jax Lowered compiled with a profile's options (for code that times compiles: the bench)."""
+    return _compile(lowered, compile_options(profile))[0]
+
+
+def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
+    """(lowered.compile(options), whether XLA compiled it here and now: JAX hands back an executable it already
+    holds in memory without compiling, and that one may have come from its persistent cache, see
+    _without_xla_cache). A jaxlib that no longer knows an option compiles with XLA's defaults instead."""
+    target = getattr(getattr(lowered, "_lowering", None), "_name", None)  # 'jit(fn)': JAX's name for the compile
+    for attempt in ([options, None] if options is not None else [None]):
+        compiled_before, hits_before = len(_seen()[0]), _seen()[1]
+        try:
+            program = lowered.compile(attempt)
+        except jax.errors.JaxRuntimeError as e:
+            if attempt is None or "No such compile option" not in str(e):
+                raise
+            continue
+        names, hits = _seen()
+        return program, target is not None and names[compiled_before:].count(target) == 1 and hits == hits_before
+    raise AssertionError("unreachable: the last attempt either returns or raises")
 
 
 @functools.cache
@@ -176,7 +192,7 @@ def _without_xla_cache() -> Iterator[None]:
     on and a hit means nothing is stored). An executable JAX loaded from that cache serializes without its
     functions: its stored copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found'). JAX also
     hands out again, without compiling, an executable it already holds in memory, which may be such a loaded one:
-    hence _compile_and_store stores only when its own thread saw XLA compile once, with no cache hit."""
+    hence only what _compile saw XLA compile is stored."""
     from jax._src import compilation_cache as cc
 
     lock = getattr(cc, "_cache_initialized_mutex", None)
@@ -197,15 +213,13 @@ def _compile_and_store(name: str, fn: Any, args: tuple, out: Any, static: dict, 
     """Compile, and store the executable for later runs (skipped where it cannot be serialized or written)."""
     from jax.experimental.serialize_executable import serialize
 
-    before = _seen()
     with _without_xla_cache():
-        program = _compile(fn.lower(*args, **static), options)
+        program, fresh = _compile(fn.lower(*args, **static), options)
     if program.out_tree != jax.tree_util.tree_structure(out):
         raise TypeError(f"{fn.__qualname__}: `out` is shaped {jax.tree_util.tree_structure(out)}, "
                         f"the program returns {program.out_tree}")
-    compiles, hits = (a - b for a, b in zip(_seen(), before))
-    if compiles != 1 or hits:  # reused (JAX keeps each executable in memory) or loaded from JAX's cache:
-        return program         # only what XLA compiled here is stored whole (see _without_xla_cache)
+    if not fresh:  # only what XLA compiled here and now is stored whole (see _compile)
+        return program
     try:
         payload = serialize(program)[0]
         device_ids = [d.id for d in program._executable._unloaded_executable.device_list]

@@ -16,6 +16,7 @@ from bigram_jax import programs
 from bigram_jax.config import FIELDS, RUN_ONLY, Config
 from bigram_jax.counts import dense_counts
 from bigram_jax.data import CharTokenizer
+from bigram_jax.model import table_of
 from bigram_jax.evaluate import exact_loss
 from bigram_jax.sampling import _sample
 from bigram_jax.train import init_on, init_state, train_steps
@@ -131,15 +132,28 @@ def test_names_follow_shapes_dtypes_and_shardings():
     assert programs._name(exact_loss, (params, jnp.ones((65, 65), jnp.float32)), {}) == name  # values do not count
 
 
-def test_the_once_profile_gives_the_same_bits_under_its_own_name(cache):
-    """The "once" profile trades run speed for compile speed, never results: the initial state and a sample drawn
-    from it are bit-identical either way, and the two programs are kept apart."""
+CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the profiles are XLA:CPU options")
+
+
+@CPU_ONLY
+def test_the_profiles_give_the_same_bits_under_their_own_names(cache, shakespeare_text):
+    """A profile trades run speed for compile speed, never results: the initial state ("once"), a sample drawn
+    from it ("once") and 40 train steps ("loop") are bit-identical to XLA's defaults, each kept apart."""
+    data = _tokens(shakespeare_text[:20000])
+    trained = []
+    for profile in (None, "loop"):
+        state = init_state(Config(max_iters=40), 65)
+        run = programs.compiled(train_steps, state, data, np.int32(1), out=(state, 0.0), profile=profile,
+                                cfg=Config(max_iters=40), mesh=None)
+        trained.append(np.asarray(table_of(run(state, data, np.int32(40))[0].params)))
+    np.testing.assert_array_equal(trained[0], trained[1])
+    assert len(list(cache.glob("*.bin"))) == 2
     cfg = Config()
     abstract = jax.eval_shape(lambda: init_state(cfg, 65))
     states = [programs.run(init_on, out=abstract, profile=p, cfg=cfg, vocab_size=65, mesh=None) for p in (None, "once")]
     tables = [np.asarray(s.params["params"]["token_embedding_table"]["embedding"]) for s in states]
     np.testing.assert_array_equal(tables[0], tables[1])
-    assert len(list(cache.glob("*.bin"))) == 2
+    assert len(list(cache.glob("*.bin"))) == 4
     key, last, t = jax.random.key(5), np.zeros((3,), np.int32), np.float32(0.9)
     draws = [programs.run(_sample, tables[0], key, last, t, out=(0, 0), profile=p, max_new_tokens=300, top_k=None,
                           sampler="categorical")[0] for p in (None, "once")]
@@ -163,7 +177,7 @@ def test_a_warm_run_lowers_none_of_its_programs(tmp_path):
     of them, and the two runs agree to the bit."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_LOG_COMPILES": "1",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    ours = ("init_on", "train_steps", "exact_loss", "learning_rate", "sample_key", "_sample")
+    ours = ("init_on", "train_steps", "exact_loss", "learning_rate", "copy_state", "sample_key", "_sample")
     runs = []
     for i in range(2):
         r = run_script("train.py", "--max-iters", "60", "--eval-interval", "30", "--out-dir", str(tmp_path / f"r{i}"),
@@ -215,10 +229,14 @@ def test_an_executable_jax_already_holds_is_not_stored(tmp_path, shakespeare_tex
     assert len(losses) == 5 and len(set(losses)) == 1
 
 
+@CPU_ONLY
 def test_an_option_this_jaxlib_does_not_know_falls_back_to_the_defaults(cache, monkeypatch):
     """A later jaxlib may drop an XLA:CPU option of a profile: the program compiles with XLA's defaults instead
-    of failing the run."""
+    of failing the run, and is kept and loaded as any other."""
     monkeypatch.setitem(programs.CPU_PROFILES, "once", {"xla_cpu_option_no_jaxlib_has": True})
     params, counts = init_state(Config(), 65).params, jnp.ones((65, 65), jnp.float32)
-    loss = programs.run(exact_loss, params, counts, out=0.0, profile="once")
-    assert float(loss) == pytest.approx(float(programs.run(exact_loss, params, counts, out=0.0)))
+    loss = float(programs.run(exact_loss, params, counts, out=0.0, profile="once"))
+    assert len(list(cache.glob("*.bin"))) == 1
+    _as_new_process(monkeypatch)
+    monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("the kept program did not load"))
+    assert float(programs.run(exact_loss, params, counts, out=0.0, profile="once")) == loss

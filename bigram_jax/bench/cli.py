@@ -1,13 +1,14 @@
 """The bench command: parse flags, run the chosen sections, write the JSON and docs/benchmarks.md."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from bigram_jax.errors import OneLineParser, command, guard
 
@@ -69,6 +70,28 @@ def run(args) -> tuple[dict, Path]:
             "corpus": c.corpus.path.name, "results": c.results}, c.corpus.path
 
 
+@contextlib.contextmanager
+def _private_cache() -> Iterator[None]:
+    """A per-user cache of the bench's own, empty at the start: compile figures measure compiles, not loads of
+    programs an earlier run kept (the start-up section fills it first where it means to measure warm runs). The
+    corpus is found first, where it already lies (BIGRAM_JAX_DATA, or the user's cache), and named for the run."""
+    from bigram_jax.config import Config
+    from bigram_jax.data import resolve_corpus
+
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "BIGRAM_JAX_DATA")}
+    corpus = str(resolve_corpus(Config().data))
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ.update(XDG_CACHE_HOME=cache, BIGRAM_JAX_DATA=corpus)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
 def _bench(argv: Sequence[str] | None) -> int:
     """Parse, run, write the JSON and the page, print the page."""
     import json
@@ -77,18 +100,8 @@ def _bench(argv: Sequence[str] | None) -> int:
     args = p.parse_args(argv)
     if set(args.only.split(",")) - set(SECTIONS) or (args.repeats is not None and args.repeats < 1):
         p.error(f"--only takes sections of {','.join(SECTIONS)}; --repeats must be >= 1")
-    # a per-user cache of its own, empty at the start: compile figures measure compiles, not loads of programs an
-    # earlier run kept (the start-up section fills it first where it means to measure warm runs)
-    saved = os.environ.get("XDG_CACHE_HOME")
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["XDG_CACHE_HOME"] = cache
-        try:
-            doc, corpus_path = run(args)
-        finally:
-            if saved is None:
-                del os.environ["XDG_CACHE_HOME"]
-            else:
-                os.environ["XDG_CACHE_HOME"] = saved
+    with _private_cache():
+        doc, corpus_path = run(args)
     out, page = Path(args.out), markdown_path(args)
     out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
     from .page import write

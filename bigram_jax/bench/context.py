@@ -75,7 +75,7 @@ class Ctx:
             cfg, data = Config(batch_size=B, block_size=T, loss=loss), jnp.asarray(self.corpus.train)
             box = [init_state(cfg, self.V)]
             t = time.perf_counter()  # compiled ahead, so the timed blocks never include compilation
-            step = train_steps.lower(box[0], data, jnp.int32(1), cfg).compile(programs.compile_options("loop"))
+            step = programs.compile_lowered(train_steps.lower(box[0], data, jnp.int32(1), cfg), "loop")
             compile_s = time.perf_counter() - t
 
             def run(n: int) -> None:
