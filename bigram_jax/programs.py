@@ -46,7 +46,7 @@ MAX_ENTRIES = 256  # the least recently used entries beyond this many are delete
 _LOADED: dict[str, Callable] = {}  # this process's programs by name: each is loaded or compiled once
 _NOT_IN_KEY = re.compile(r"cache|^jax_log|logging|timeout")  # JAX settings that change no program
 _SEEN = threading.local()  # per thread: what XLA compiled (by name) and JAX's persistent-cache hits (see _compile)
-_LOCK = threading.Lock()  # one program loaded or compiled at a time: _LOADED and JAX's cache switch are shared
+_LOCK = threading.RLock()  # one program loaded or compiled at a time: _LOADED and JAX's cache switch are shared
 
 
 def _count(event: str, *_: Any, fun_name: str = "", **__: Any) -> None:
