@@ -50,10 +50,10 @@ def _train(data: np.ndarray, cfg: Config) -> tuple[jax.Array, np.ndarray]:
     """40 steps through the saved-program path: (summed batch losses, the final table)."""
     state = init_state(cfg, 65)
     run = programs.compiled(train_steps, state, data, np.int32(1), out=(state, 0.0), cfg=cfg, mesh=None)
-    first = state.params["params"]["token_embedding_table"]["embedding"]
+    first = table_of(state.params)
     state, loss = run(state, data, np.int32(40))
     assert first.is_deleted()  # the state is still donated to the loaded program
-    return np.asarray(loss), np.asarray(state.params["params"]["token_embedding_table"]["embedding"])
+    return np.asarray(loss), np.asarray(table_of(state.params))
 
 
 def test_a_stored_program_loads_and_gives_the_same_bits(cache, shakespeare_text, monkeypatch):
@@ -151,7 +151,7 @@ def test_the_profiles_give_the_same_bits_under_their_own_names(cache, shakespear
     cfg = Config()
     abstract = jax.eval_shape(lambda: init_state(cfg, 65))
     states = [programs.run(init_on, out=abstract, profile=p, cfg=cfg, vocab_size=65, mesh=None) for p in (None, "once")]
-    tables = [np.asarray(s.params["params"]["token_embedding_table"]["embedding"]) for s in states]
+    tables = [np.asarray(table_of(s.params)) for s in states]
     np.testing.assert_array_equal(tables[0], tables[1])
     assert len(list(cache.glob("*.bin"))) == 4
     key, last, t = jax.random.key(5), np.zeros((3,), np.int32), np.float32(0.9)
