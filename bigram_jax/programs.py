@@ -52,7 +52,8 @@ _LOCK = threading.RLock()  # one program loaded or compiled at a time: _LOADED a
 def _count(event: str, *_: Any, fun_name: str = "", **__: Any) -> None:
     """jax.monitoring listener: notes, in the thread that compiles, each XLA compile's name and each JAX cache hit."""
     if event == "/jax/core/compile/backend_compile_duration":
-        _SEEN.compiled = [*getattr(_SEEN, "compiled", []), fun_name]
+        _SEEN.compiled = getattr(_SEEN, "compiled", [])
+        _SEEN.compiled.append(fun_name)
     elif event == "/jax/compilation_cache/cache_hits":
         _SEEN.hits = getattr(_SEEN, "hits", 0) + 1
 
@@ -102,7 +103,8 @@ def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
     _without_xla_cache). A jaxlib that no longer knows an option compiles with XLA's defaults instead."""
     target = getattr(getattr(lowered, "_lowering", None), "_name", None)  # 'jit(fn)': JAX's name for the compile
     for attempt in ([options, None] if options is not None else [None]):
-        compiled_before, hits_before = len(_seen()[0]), _seen()[1]
+        names, hits_before = _seen()
+        n = len(names)
         try:
             program = lowered.compile(attempt)
         except jax.errors.JaxRuntimeError as e:
@@ -110,7 +112,7 @@ def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
                 raise
             continue
         names, hits = _seen()
-        return program, target is not None and names[compiled_before:].count(target) == 1 and hits == hits_before
+        return program, target is not None and names[n:].count(target) == 1 and hits == hits_before
     raise AssertionError("unreachable: the last attempt either returns or raises")
 
 

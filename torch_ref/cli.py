@@ -49,7 +49,7 @@ def _import(argv: Sequence[str] | None) -> int:
     corpus = load_corpus(cfg)
     V = corpus.tokenizer.vocab_size
     params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
-    losses = [float(evaluate.exact(params, evaluate.device_counts(c, jnp.float32, jnp.asarray)))
+    losses = [evaluate.exact(params, evaluate.device_counts(c, jnp.float32, jnp.asarray))
               for c in (corpus.train_counts, corpus.val_counts)]
     claim(Path(cfg.out_dir), fresh=True)  # never over a run; locked while it writes
     with ckpt_lib.open_fresh(cfg) as ckpts:
