@@ -1,73 +1,109 @@
-"""The per-user cache: what a file's streaming pass learned (identity, id range, pair counts); compiled programs
-are kept beside it by bigram_jax.programs.
+"""The per-user cache, and the one entry format every cache of bigram-jax uses (a file's streaming pass, a large
+text's encoding, compiled programs).
 
-An entry is stored under the file's absolute path and trusted only while the file keeps the size and modification
-time it had, and only if the entry's own checksum holds: a damaged or stale entry is rebuilt, never used.
+An entry is one file: a magic line, the sha256 of the rest, a JSON header line, then the bytes of its arrays. The
+header carries the entry's whole key (its kind and name, the identity of the file it was made from, the format),
+so the checksum covers the key too: `read` returns an entry only if it is intact and its key is the one asked for.
+An entry copied over another, or left from another version of its source file, is never used.
+
+A source file's identity is its path, device, inode, size, mtime_ns and ctime_ns. `cp -p`, `rsync -t`, `tar` and
+`touch -r` put back an mtime, but the kernel sets ctime on every change and nothing can set it back. What remains: a
+file rewritten in place, and its mtime put back, within one tick of the kernel's file clock (a few milliseconds).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+FORMAT = 1  # of the entries: part of every key, so a future format never reads an old entry as its own
+_MAGIC = b"bigram-jax cache entry\n"
+_noted: list[str] = []  # the HOME note, said once per process
+
 
 def cache_dir() -> Path:
-    """Per-user cache folder (XDG_CACHE_HOME honoured)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bigram_jax"
+    """The per-user cache folder: $XDG_CACHE_HOME/bigram_jax, else ~/.cache/bigram_jax."""
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "bigram_jax"
+    where = Path.home() / ".cache" / "bigram_jax"  # with HOME unset, the password database's home
+    if not os.environ.get("HOME") and not _noted:
+        _noted.append(str(where))
+        print(f"note: HOME is not set: caching in {where} (set XDG_CACHE_HOME to choose)", file=sys.stderr)
+    return where
 
 
-def _entry(tf: Any, name: str) -> tuple[Path, str]:
-    """(where the entry lives, the key it must carry) for a TokenFile's entry `name`."""
-    where = Path(tf.path).resolve()
-    folder = cache_dir() / "tokens" / hashlib.sha1(str(where).encode()).hexdigest()[:20]
-    return folder / f"{name}.npz", f"{where}|{tf.size}|{tf.mtime_ns}"
+def identity(path: Path, st: os.stat_result | None = None) -> dict[str, Any]:
+    """What a cache entry knows its source file by (see the module's docstring)."""
+    st = st or path.stat()
+    return {"path": str(Path(path).resolve()),
+            "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
 
 
-def text_entry(path: Path, st: os.stat_result) -> Path:
-    """The folder of a large text file's encoded tokens: a new one whenever the file's size or mtime change."""
-    key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    return cache_dir() / "text" / hashlib.sha1(key.encode()).hexdigest()[:20]
+def same_file(a: dict[str, Any], st: os.stat_result) -> bool:
+    """Is `st` still the file whose identity is `a` (the path aside)?"""
+    return a["stat"] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over the entry's names, dtypes, shapes and bytes."""
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
-        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+def source_folder(kind: str, path: Path) -> Path:
+    """The folder of the entries made from one source file (by its absolute path)."""
+    return cache_dir() / kind / hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:20]
 
 
-def load(tf: Any, name: str) -> dict[str, np.ndarray] | None:
-    """The arrays of a valid entry, or None (absent, stale, or damaged: the caller recomputes and stores)."""
-    path, key = _entry(tf, name)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-        return None
-    key_, checksum = arrays.pop("_key", None), arrays.pop("_checksum", None)
-    if key_ is None or str(key_) != key or checksum is None or str(checksum) != _checksum(arrays):
-        return None
-    return arrays
+def _canonical(key: dict) -> bytes:
+    return json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
 
 
-def store(tf: Any, name: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write an entry atomically; a cache that cannot be written (read-only home, full disk) is skipped."""
-    path, key = _entry(tf, name)
+def write(path: Path, key: dict, arrays: dict[str, np.ndarray]) -> bool:
+    """Store an entry atomically (a unique temporary name, then a rename); False where the cache cannot be
+    written (a read-only home, a full disk): the caller goes on without it."""
+    arrays = {k: np.asarray(a, order="C") for k, a in arrays.items()}  # (ascontiguousarray makes 0-d arrays 1-d)
+    header = {"key": {**key, "format": FORMAT}, "arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]}
+    body = [_canonical(header) + b"\n", *(a.tobytes() for a in arrays.values())]
+    digest = hashlib.sha256()
+    for part in body:
+        digest.update(part)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.savez(f, _key=np.array(key), _checksum=np.array(_checksum(arrays)), **arrays)
-        os.replace(f.name, path)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+            tmp = f.name
+            f.write(_MAGIC + digest.digest())
+            for part in body:
+                f.write(part)
+        os.replace(tmp, path)
+        return True
     except OSError:
-        try:
-            os.unlink(f.name)
-        except (OSError, NameError, UnboundLocalError):
-            pass
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+
+
+def read(path: Path, key: dict) -> dict[str, np.ndarray] | None:
+    """The arrays of the entry at `path` if it is intact and was stored under `key`; else None (absent,
+    damaged, stale or another entry's: the caller computes it afresh and stores it)."""
+    try:
+        blob = memoryview(path.read_bytes())
+    except OSError:
+        return None
+    head = len(_MAGIC)
+    if bytes(blob[:head]) != _MAGIC or hashlib.sha256(blob[head + 32:]).digest() != bytes(blob[head:head + 32]):
+        return None
+    body = blob[head + 32:]
+    end = bytes(body[:1 << 20]).find(b"\n")
+    try:
+        header = json.loads(bytes(body[:end]))
+        if end < 0 or _canonical(header["key"]) != _canonical({**key, "format": FORMAT}):
+            return None
+        out, at = {}, end + 1
+        for name, dtype, shape in header["arrays"]:
+            a = np.frombuffer(body, np.dtype(dtype), int(np.prod(shape)), at).reshape(shape)
+            out[name], at = a, at + a.nbytes
+    except (ValueError, KeyError, TypeError):
+        return None
+    return out

@@ -63,13 +63,11 @@ def _train(argv: Sequence[str] | None) -> int:
     from bigram_jax.checkpoint import open_resume
     from bigram_jax.job import train_and_evaluate
     from bigram_jax.parallel import is_primary
-    from bigram_jax.run_dir import RUNS, claim, latest_run
+    from bigram_jax.run_dir import RUNS, latest_run
 
     resume = None
     if args.resume:  # the newest run unless named; locked before its checkpoints are opened
         overrides["out_dir"] = overrides.get("out_dir") or str(latest_run(RUNS))
-        if is_primary():
-            claim(Path(overrides["out_dir"]), fresh=False)
         resume = open_resume(overrides, args.allow_mismatch)
     summary = train_and_evaluate(resume.cfg if resume else make_config(overrides), resume,
                                  tensorboard=args.tensorboard, started=STARTED)
@@ -106,10 +104,15 @@ def _check_run_flags(args: argparse.Namespace, overrides: dict) -> None:
 
 def _compile_cache() -> None:
     """Keep compiled programs in the user cache: a second run skips most of its compile time."""
+    import warnings
+
     import jax
 
     from bigram_jax.cache import cache_dir
 
+    # a damaged or unwritable entry of XLA's cache costs a compile, nothing else: JAX's two-line warning (with an
+    # internal path) is for the command's process to drop, not for the library
+    warnings.filterwarnings("ignore", message="Error (reading|writing) persistent compilation cache entry")
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

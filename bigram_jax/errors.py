@@ -30,23 +30,50 @@ class NonFinite(Exception):
     """The training loss became NaN or infinite: the run stopped, its last finite checkpoint kept."""
 
 
+# a request to stop: a kill, Ctrl-C, a closed terminal or dropped ssh connection, and the signals batch schedulers
+# send ahead of pre-emption (SLURM's --signal, for one). The run saves a checkpoint and exits with 128 + signal.
+# SIGQUIT (Ctrl-\) keeps Python's default, the emergency exit: the process ends at once and saves nothing.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def detach_hung_up_terminal() -> None:
+    """After a hang-up, send what the process still writes to a dead terminal to /dev/null: a write there fails
+    (EIO), and must not cost the checkpoint the stop is saving. A live terminal, a file or a pipe stays as it is."""
+    import errno
+    import termios
+
+    for fd in (1, 2):
+        try:
+            termios.tcgetattr(fd)
+        except termios.error as e:
+            if e.args[0] == errno.EIO:  # a terminal that has hung up (a file or a pipe says ENOTTY)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def _stop_now(signum: int, frame: object) -> None:
     """End the process at once, with one line. Raising instead could land inside a call from C++ (importing
     JAX, compiling) that cannot pass a Python exception on, and abort the process with a C++ trace."""
     prog = os.path.basename(sys.argv[0]) or "bigram_jax"
+    if signum == signal.SIGHUP:
+        detach_hung_up_terminal()
     try:
         sys.stdout.flush()
-    finally:
         os.write(2, f"{prog}: stopped by {signal.Signals(signum).name}\n".encode())
-        os._exit(128 + signum)
+    except (OSError, ValueError):  # nowhere left to say it
+        pass
+    os._exit(128 + signum)
 
 
 def install_stop_handlers() -> None:
-    """From now on SIGTERM and SIGINT end the process at once with one line and 128 + signal. The training
-    loop swaps in its own handlers while it runs (they save a checkpoint first); outside it there is nothing
-    to save: no checkpoint is being written. Scripts call this before any heavy import."""
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, _stop_now)
+    """From now on the stop signals end the process at once with one line and 128 + signal. The training loop
+    swaps in its own handlers while it runs (they save a checkpoint first); outside it there is nothing to save:
+    no checkpoint is being written. A signal the parent ignores (nohup) stays ignored. Scripts call this before
+    any heavy import."""
+    for s in STOP_SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, _stop_now)
 
 
 def interruptible(fn: Callable, *args: object) -> object:

@@ -68,7 +68,7 @@ def smoothed_table(train_counts: np.ndarray, alpha: float) -> np.ndarray:
 def floor_train(train_counts: np.ndarray | PairCounts) -> float:
     """The lowest train loss any bigram table can reach: the count-based maximum-likelihood table."""
     c = _pairs(train_counts)
-    return float(-(c.n * np.log(c.n / c.row_totals()[c.rows])).sum() / c.n.sum())
+    return max(0.0, float(-(c.n * np.log(c.n / c.row_totals()[c.rows])).sum() / c.n.sum()))  # 0, not -0, if certain
 
 
 def _smoothed_xent(train: PairCounts, val: PairCounts) -> Callable[[float], float]:
@@ -106,7 +106,7 @@ def floor_val(train_counts: np.ndarray | PairCounts, val_counts: np.ndarray | Pa
     """(val loss, alpha) of the best add-alpha-smoothed train table: the best a table estimated from train reaches."""
     xent = _smoothed_xent(_pairs(train_counts), _pairs(val_counts))  # built once: the search calls it ~60 times
     alpha = _argmin_alpha(xent)
-    return xent(alpha), alpha
+    return max(0.0, xent(alpha)), alpha
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))

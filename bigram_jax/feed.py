@@ -17,7 +17,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bigram_jax import programs
 from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus
-from bigram_jax.model import table_of
 from bigram_jax.train import DRAW_STEPS, TrainState, draw_offsets, train_steps_fed
 
 PREFETCH_BYTES = 256 << 20  # blocks gathered ahead, at most this many bytes of windows (and 1..4 blocks)
@@ -34,8 +33,7 @@ class HostFeed:
         self.sharding = NamedSharding(mesh, P(None, "data", None))  # each device holds its rows of every step
         self._offsets = jax.jit(draw_offsets, static_argnums=(2, 3))
         abstract = jax.ShapeDtypeStruct(self.shape, np.int32, sharding=self.sharding)
-        self._zero = np.zeros((), table_of(state.params).dtype)
-        self._fn = programs.compiled(train_steps_fed, state, self._zero, abstract, np.int32(0), np.int32(1),
+        self._fn = programs.compiled(train_steps_fed, state, abstract, np.int32(0), np.int32(1),
                                      out=(state, 0.0), profile="loop", cfg=cfg, mesh=mesh)
         depth = int(min(4, max(1, PREFETCH_BYTES // (4 * np.prod(self.shape)))))
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -85,15 +83,16 @@ class HostFeed:
             self._block = item
         return self._block
 
-    def advance(self, state: TrainState, step: int, n: int) -> tuple[TrainState, jax.Array]:
-        """Train steps step .. step + n - 1; returns the state and the sum of their batch losses (on device)."""
-        loss_sum = self._zero
+    def advance(self, state: TrainState, step: int, n: int) -> tuple[TrainState, np.ndarray]:
+        """Train steps step .. step + n - 1; returns the state and their batch losses, (n,) on the host."""
+        losses = []
         while n > 0:
             first, w = self._block_for(step)
             m = min(n, first + DRAW_STEPS - step)
-            state, loss_sum = self._fn(state, loss_sum, w, np.int32(step - first), np.int32(m))
+            state, block_losses = self._fn(state, w, np.int32(step - first), np.int32(m))
+            losses.append((block_losses, m))  # read once the chunk is queued: no sync between its calls
             step, n = step + m, n - m
-        return state, loss_sum
+        return state, np.concatenate([np.asarray(x)[:m] for x, m in losses])
 
     def close(self) -> None:
         """Stop the gathering thread."""

@@ -1,11 +1,15 @@
-"""Checksums of a checkpoint's arrays: any flipped bit in a saved array is found when it is loaded.
+"""Checksums of a checkpoint: of its arrays (any flipped bit in a saved array is found when it is loaded), and of
+its JSON metadata (an edited config, vocabulary or size is found too).
 
 Each leaf's checksum is the sum of its 32-bit words modulo 2**32, computed on the device(s) where the arrays
 live (one small reduction per leaf, one transfer of the sums). A single flipped bit changes one word by a power
-of two, so it always changes the sum. The sums travel in the checkpoint's JSON metadata, keyed by leaf path.
+of two, so it always changes the sum. The sums travel in the checkpoint's JSON metadata, keyed by leaf path; the
+metadata carries the sha256 of its own canonical JSON (sorted keys, no spaces) under META_CHECKSUM.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import jax
@@ -60,3 +64,21 @@ def verify(tree: Any, expected: dict | None, where: str, prefix: str = "") -> No
     for name, value in checksums(tree, prefix).items():
         if name in expected and expected[name] != value:
             raise UserError(f"{where} is damaged: the array {name} fails its checksum")
+
+
+META_CHECKSUM = "meta_sha256"  # the key of the metadata's own checksum (checkpoints before 0.2.0 have none)
+
+
+def _meta_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != META_CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal_meta(meta: dict) -> dict:
+    """`meta` with its checksum (the values must be JSON: what is checked on load is what JSON gives back)."""
+    return {**meta, META_CHECKSUM: _meta_digest(json.loads(json.dumps(meta)))}
+
+
+def meta_is_intact(meta: dict) -> bool:
+    """Does loaded metadata match its checksum? (True for metadata of a version that wrote none.)"""
+    return META_CHECKSUM not in meta or meta[META_CHECKSUM] == _meta_digest(meta)

@@ -7,8 +7,8 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,12 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigram_jax import checkpoint as ckpt_lib
-from bigram_jax import evaluate, memory, parallel, programs, run_dir
+from bigram_jax import evaluate, memory, pacing, parallel, programs, run_dir
 from bigram_jax.config import Config
 from bigram_jax.corpus import Corpus, load_corpus
 from bigram_jax.errors import Interrupted, NonFinite, UserError
 from bigram_jax.feed import HostFeed
 from bigram_jax.model import params_of, table_of
+from bigram_jax.pacing import Clock
 from bigram_jax.progress import Progress
 from bigram_jax.run_dir import RunDir
 from bigram_jax.summary import summarize
@@ -39,7 +40,7 @@ class Job:
     mesh: Any
     checkpoints: ckpt_lib.Checkpoints
     state: TrainState
-    advance: Callable  # (state, step, n) -> (state, sum of the n batch losses): compiled once
+    advance: Callable  # (state, step, n) -> (state, the n batch losses on the host): compiled once
     feed: HostFeed | None  # the host's window gatherer, when the corpus stays on the host
     counts: dict  # each split's transition counts on the device(s), for exact evaluation
     floors: dict  # the best losses any bigram table reaches
@@ -70,20 +71,20 @@ def train_and_evaluate(cfg: Config, resume: ckpt_lib.Resume | None = None, tenso
     """
     t_start = time.perf_counter()
     before = time.time() - started if started is not None else None
-    job = setup(cfg, resume)
-    try:
+    with contextlib.ExitStack() as held:  # the folder's lock, the checkpoints, the feed: let go however the run ends
+        if resume is not None:
+            held.callback(resume.close)
+        job = setup(cfg, resume, held)
         # the run's handlers stay until the checkpoints are closed: a signal never cuts a save short
         with RunDir(job.cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run, job.checkpoints:
             trained = train_loop(job, run)
         # every checkpoint is on disk now, and a stop signal stops the closing sample at once
         return summarize(job, trained, run, before)
-    finally:
-        if job.feed is not None:
-            job.feed.close()
 
 
-def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
-    """Load the corpus, build the mesh, restore or create the state, put the data on the devices, compile."""
+def setup(cfg: Config, resume: ckpt_lib.Resume | None, held: contextlib.ExitStack) -> Job:
+    """Load the corpus, build the mesh, restore or create the state, put the data on the devices, compile.
+    What must be let go when the run ends (the run folder's lock, the checkpoints, the feed) goes to `held`."""
     t0 = time.perf_counter()
     corpus = load_corpus(cfg)
     corpus_s = time.perf_counter() - t0
@@ -97,27 +98,27 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None) -> Job:
     if resume is None:  # the run folder: named, or the next numbered one; locked for the run's life
         cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(run_dir.next_run(run_dir.RUNS)))
         if parallel.is_primary():
-            run_dir.claim(Path(cfg.out_dir), fresh=True)
+            held.callback(run_dir.claim(Path(cfg.out_dir), fresh=True).close)
+        checkpoints = held.enter_context(ckpt_lib.open_fresh(cfg))
     else:
         ckpt_lib.check_compatible(resume, corpus, say)
-    checkpoints = resume.checkpoints if resume is not None else ckpt_lib.open_fresh(cfg)
-    try:
-        state = _initial_state(cfg, V, mesh, resume, say)
-        say(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
-        say(parallel.describe(mesh))
-        say(f"data: {corpus.path} ({len(corpus.train):,} train / {len(corpus.val):,} val tokens, vocab {V})")
-        floor_t = evaluate.floor_train(corpus.train_counts)
-        floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
-        say(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} "
-            f"(train counts, add-{alpha:.3g} smoothing)")
-        dtype = table_of(state.params).dtype
-        counts = {s: evaluate.device_counts(c, dtype, lambda x: parallel.replicate(x, mesh))
-                  for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
-        t0 = time.perf_counter()
-        advance, feed = _place_data(cfg, corpus, state, mesh, home, say)
-    except BaseException:
-        checkpoints.close()
-        raise
+        checkpoints = resume.checkpoints
+    state = _initial_state(cfg, V, mesh, resume, say)
+    say(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
+    say(parallel.describe(mesh))
+    say(f"data: {corpus.path} ({len(corpus.train):,} train / {len(corpus.val):,} val tokens, vocab {V})")
+    floor_t = evaluate.floor_train(corpus.train_counts)
+    floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
+    alpha_text = np.format_float_positional(alpha, precision=3, fractional=False, trim="-")  # never 1e+03
+    say(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} "
+        f"(train counts, add-{alpha_text} smoothing)")
+    dtype = table_of(state.params).dtype
+    counts = {s: evaluate.device_counts(c, dtype, lambda x: parallel.replicate(x, mesh))
+              for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
+    t0 = time.perf_counter()
+    advance, feed = _place_data(cfg, corpus, state, mesh, home, say)
+    if feed is not None:
+        held.callback(feed.close)
     floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
     return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, corpus_s,
                time.perf_counter() - t0, say)
@@ -135,7 +136,12 @@ def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home:
     # compiled ahead of time, once: the step count is a traced argument, so every chunk reuses it
     compiled = programs.compiled(train_steps, state, train_data, np.int32(1), out=(state, 0.0), profile="loop",
                                  cfg=cfg, mesh=mesh)
-    return (lambda st, step, n: compiled(st, train_data, np.int32(n))), None
+
+    def advance(st: TrainState, step: int, n: int) -> tuple[TrainState, np.ndarray]:
+        st, losses = compiled(st, train_data, np.int32(n))
+        return st, np.asarray(losses)[:n]  # the chunk's one sync
+
+    return advance, None
 
 
 def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | None, say: Callable) -> TrainState:
@@ -153,21 +159,6 @@ def _initial_state(cfg: Config, V: int, mesh: Any, resume: ckpt_lib.Resume | Non
     return programs.run(init_on, out=abstract, profile="once", cfg=cfg, vocab_size=V, mesh=mesh)
 
 
-CHECKPOINT_SECONDS = 60.0  # checkpoint_every = 0: at an eval once this long has passed since the last save
-
-
-@dataclasses.dataclass
-class Clock:
-    """The loop's running figures between evals, and where its time went."""
-
-    start: int  # the step this run started from
-    loss_sum: float = 0.0  # batch losses since the last eval
-    since: int = 0  # steps since the last eval
-    window_s: float = 0.0  # training seconds since the last eval
-    seconds: dict = dataclasses.field(default_factory=lambda: {"train": 0.0, "eval": 0.0, "checkpoints": 0.0})
-    last_save: float = dataclasses.field(default_factory=time.monotonic)
-
-
 def train_loop(job: Job, run: RunDir) -> Trained:
     """Run chunks of steps to cfg.max_iters; eval, log and checkpoint at their steps; stop on a signal.
 
@@ -182,26 +173,19 @@ def train_loop(job: Job, run: RunDir) -> Trained:
     if step == 0:  # a resumed run logged its starting step before it stopped
         run.log_eval(step, *losses, batch_loss=None, lr=lr(step))
     chunk = min(64, cfg.eval_interval)
-    ends = [cfg.eval_interval, cfg.max_iters] + ([cfg.checkpoint_every] if cfg.checkpoint_every else [])
     with Progress(cfg.max_iters, step, enabled=run.primary) as bar:
         while step < cfg.max_iters:
-            n = min(min(_next(step, e) for e in ends) - step, chunk)  # chunks end at evals and checkpoints
+            n = min(pacing.chunk_end(step, cfg) - step, chunk)  # chunks end at evals and checkpoints
             t = time.perf_counter()
-            state, chunk_loss = job.advance(state, step, n)
-            chunk_loss = float(chunk_loss)  # one sync per chunk, for the clock and the signal check
+            state, batch_losses = job.advance(state, step, n)  # one sync per chunk: the clock, the signal check
             dt = time.perf_counter() - t
-            if not math.isfinite(chunk_loss):  # nothing of this chunk is logged or saved
-                last = job.checkpoints.mgr.latest_step()
-                kept = "no checkpoint was written" if last is None else f"the last checkpoint (step {last}) is finite"
-                raise NonFinite(f"the loss became non-finite between steps {step} and {step + n}; {kept}: "
-                                "try a lower --learning-rate, or --grad-clip")
+            _check_finite(job, batch_losses, step)  # nothing of a non-finite chunk is logged or saved
             step += n
-            clock.loss_sum, clock.since, clock.window_s = clock.loss_sum + chunk_loss, clock.since + n, clock.window_s + dt
-            clock.seconds["train"] += dt
+            clock.add(batch_losses, dt)
             at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
             # every process runs the same steps and saves at the same ones: they agree on all three
-            stop, chunk, at_ckpt = parallel.agree(run.stop_signal, max(1, int(n * cfg.chunk_seconds / max(dt, 1e-6))),
-                                                  _checkpoint_due(cfg, step, at_eval, clock.last_save))
+            stop, chunk, at_ckpt = parallel.agree(run.stop_signal, pacing.chunk_after(n, dt, cfg),
+                                                  pacing.checkpoint_due(cfg, step, at_eval, clock.last_save))
             bar.update(step, (step - clock.start) * cfg.batch_size * cfg.block_size / clock.seconds["train"])
             job.checkpoints.check()  # a failed async save stops the run at the next chunk, not the next save
             if at_eval or at_ckpt or stop:
@@ -217,9 +201,8 @@ def _eval_and_save(job: Job, run: RunDir, state: TrainState, clock: Clock, lr: f
     cfg, step, t = job.cfg, int(state.step), time.perf_counter()
     losses = job.exact(state.params)
     if log:
-        run.log_eval(step, *losses, batch_loss=clock.loss_sum / clock.since, lr=lr,
-                     tokens_per_second=clock.since * cfg.batch_size * cfg.block_size / max(clock.window_s, 1e-9))
-        clock.loss_sum, clock.since, clock.window_s = 0.0, 0, 0.0
+        batch_loss, tokens_per_second = clock.take(cfg.batch_size * cfg.block_size)
+        run.log_eval(step, *losses, batch_loss=batch_loss, lr=lr, tokens_per_second=tokens_per_second)
     clock.seconds["eval"] += time.perf_counter() - t
     if save:
         t = time.perf_counter()
@@ -229,16 +212,11 @@ def _eval_and_save(job: Job, run: RunDir, state: TrainState, clock: Clock, lr: f
     return losses
 
 
-def _checkpoint_due(cfg: Config, step: int, at_eval: bool, last_save: float) -> bool:
-    """Save now? At the last step always; every checkpoint_every steps; or, for 0, at an eval once
-    CHECKPOINT_SECONDS have passed since the last save (a short run saves once, a long one once a minute)."""
-    if step == cfg.max_iters:
-        return True
-    if cfg.checkpoint_every:
-        return step % cfg.checkpoint_every == 0
-    return at_eval and time.monotonic() - last_save >= CHECKPOINT_SECONDS
-
-
-def _next(step: int, every: int) -> int:
-    """The first multiple of `every` after `step` (for max_iters: itself, once it is ahead)."""
-    return (step // every + 1) * every
+def _check_finite(job: Job, losses: np.ndarray, step: int) -> None:
+    """Raise NonFinite, naming the first step whose batch loss is NaN or infinite (losses[i] is step + i's)."""
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        last = job.checkpoints.mgr.latest_step()
+        kept = "no checkpoint was written" if last is None else f"the last checkpoint (step {last}) is finite"
+        raise NonFinite(f"the loss became non-finite at step {step + int(np.argmax(bad))}; {kept}: "
+                        "try a lower --learning-rate, or --grad-clip")

@@ -21,14 +21,12 @@ def check_available() -> None:
 
 
 def _figure_class() -> Any:
-    """matplotlib's Figure, imported lazily (an optional extra) with the non-interactive Agg backend."""
+    """matplotlib's Figure, imported lazily (an optional extra). A bare Figure writes its PNG through Agg without
+    pyplot: no window, no display, and matplotlib's backend stays whatever the process chose (a notebook's)."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot global state, nothing to close
     except ImportError:
         raise UserError(MISSING) from None
-    matplotlib.use("Agg")  # never open a window or need a display, also when pyplot is imported elsewhere
-    from matplotlib.figure import Figure  # a bare Figure: no pyplot global state, nothing to close
-
     return Figure
 
 

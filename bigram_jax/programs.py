@@ -4,32 +4,30 @@ compile).
 
     compiled(train_steps, state, data, n, out=(state, 0.0), cfg=cfg, mesh=mesh)(state, data, n)
 
-An entry's name is a digest of everything that shapes the program: this package's source, the versions of Python,
-jax, jaxlib, flax and optax, the devices, XLA_FLAGS and JAX's settings, the function, its static arguments and
-the shape, dtype and sharding of every argument (values never: a program is the same for any values). What the
-name cannot see is a module constant patched at run time: code that does that must not come through here. An
-entry holds a checksum of itself: a damaged, truncated or unreadable entry is compiled afresh and replaced, never
-loaded. A cache that cannot be written is skipped. Entries are pickles, trusted as JAX trusts its own cache: they
-live in the user's cache folder. Runs of several processes compile as before (each must build the same program).
+An entry's key is everything that shapes the program: this package's source, the versions of Python, jax, jaxlib,
+flax and optax, the devices, the host CPU (its model and instruction sets: XLA:CPU compiles for the CPU it runs on),
+the backend's settings (XLA_FLAGS, LIBTPU_INIT_ARGS, ...) and JAX's, the function, its static arguments and the
+shape, dtype and sharding of every argument (values never: a program is the same for any values). The entry is
+stored under a digest of that key and carries the key itself under its checksum (cache.py): an entry that is
+damaged, or that sits under another entry's name, is compiled afresh and replaced, never loaded. What the key
+cannot see is a module constant patched at run time: code that does that must not come through here. A cache that
+cannot be written is skipped. The executables are pickles, trusted as JAX trusts its own cache: they live in the
+user's cache folder. Runs of several processes compile as before (each must build the same program).
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
+import math
 import os
-import pickle
-import re
-import sys
-import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jax
+import numpy as np
 
-from bigram_jax.cache import cache_dir
-from bigram_jax.config import Config, RUN_ONLY
+from bigram_jax import cache, program_key
 
 # XLA:CPU options by what a program is for (elsewhere, and for programs of neither kind: XLA's defaults). Both keep
 # the bits; measured on the 2-core Xeon (bench --only compile,train,scale,generate and the cold job):
@@ -44,7 +42,6 @@ CPU_PROFILES = {
 }
 MAX_ENTRIES = 256  # the least recently used entries beyond this many are deleted when one is written
 _LOADED: dict[str, Callable] = {}  # this process's programs by name: each is loaded or compiled once
-_NOT_IN_KEY = re.compile(r"cache|^jax_log|logging|timeout")  # JAX settings that change no program
 _SEEN = threading.local()  # per thread: what XLA compiled (by name) and JAX's persistent-cache hits (see _compile)
 _LOCK = threading.RLock()  # one program loaded or compiled at a time: _LOADED and JAX's cache switch are shared
 
@@ -63,8 +60,17 @@ def _seen() -> tuple[list[str], int]:
     return getattr(_SEEN, "compiled", []), getattr(_SEEN, "hits", 0)
 
 
-jax.monitoring.register_event_listener(_count)
-jax.monitoring.register_event_duration_secs_listener(_count)
+@contextlib.contextmanager
+def _watching() -> Iterator[None]:
+    """_count listens to JAX's monitoring events only while a program compiles (importing this module, or having
+    used it, leaves JAX's listeners as they were)."""
+    jax.monitoring.register_event_listener(_count)
+    jax.monitoring.register_event_duration_secs_listener(_count)
+    try:
+        yield
+    finally:
+        jax.monitoring.unregister_event_listener(_count)
+        jax.monitoring.unregister_event_duration_listener(_count)
 
 
 def compiled(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any) -> Callable:
@@ -75,10 +81,11 @@ def compiled(fn: Any, *args: Any, out: Any, profile: str | None = None, **static
     options = compile_options(profile)
     if jax.process_count() > 1:  # every process must compile the same program at the same time
         return compile_lowered(fn.lower(*args, **static), profile)
-    name = _name(fn, args, {**static, "compiler_options": options})
+    name, text = program_key.key(fn, args, {**static, "compiler_options": options})
     with _LOCK:
         if name not in _LOADED:
-            _LOADED[name] = _load(name, args, out) or _compile_and_store(name, fn, args, out, static, options)
+            entry = (_path(name), {"kind": "program", "name": name, "key": text})
+            _LOADED[name] = _load(entry, args, out) or _compile_and_store(entry, fn, args, out, static, options)
         return _LOADED[name]
 
 
@@ -106,7 +113,8 @@ def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
         names, hits_before = _seen()
         n = len(names)
         try:
-            program = lowered.compile(attempt)
+            with _watching():
+                program = lowered.compile(attempt)
         except jax.errors.JaxRuntimeError as e:
             if attempt is None or "No such compile option" not in str(e):
                 raise
@@ -116,73 +124,26 @@ def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
     raise AssertionError("unreachable: the last attempt either returns or raises")
 
 
-@functools.cache
-def _environment() -> str:
-    """What every program of this process depends on besides its own arguments."""
-    import flax
-    import jaxlib
-    import optax
-
-    source = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        source.update(path.read_bytes())
-    settings = sorted((k, repr(v)) for k, v in jax.config.values.items() if not _NOT_IN_KEY.search(k))
-    devices = [(d.id, d.platform, d.device_kind, d.process_index) for d in jax.devices()]
-    return repr((sys.version, jax.__version__, jaxlib.__version__, flax.__version__, optax.__version__,
-                 jax.devices()[0].client.platform_version, devices, os.environ.get("XLA_FLAGS", ""),
-                 settings, source.hexdigest()))
-
-
-def _static(value: Any) -> str:
-    """A static argument as text that is the same in every process (a Config without its run-only fields)."""
-    if isinstance(value, Config):
-        value = {k: v for k, v in value.to_dict().items() if k not in RUN_ONLY}
-    text = repr(value)
-    if isinstance(value, jax.sharding.Mesh):  # its text gives the axes, not which device sits where
-        text += repr(value.device_ids.tolist())
-    if " at 0x" in text:  # an address: the name would differ in every process and nothing would be found again
-        raise TypeError(f"static argument {text[:80]} has no stable text")
-    return text
-
-
-def _leaf(x: Any) -> str:
-    """An argument leaf's shape, dtype, weak type and sharding (arrays not on a device: 'host')."""
-    dtype = getattr(x, "dtype", type(x).__name__)
-    weak = getattr(x, "weak_type", not hasattr(x, "dtype"))
-    return f"{getattr(x, 'shape', ())}|{dtype}|{weak}|{getattr(x, 'sharding', None) or 'host'}"
-
-
-def _name(fn: Any, args: tuple, static: dict) -> str:
-    """The digest an entry is stored under."""
-    if "<lambda>" in fn.__qualname__:  # two lambdas of one module would share a name
-        raise TypeError(f"{fn.__module__}.{fn.__qualname__}: give the function a name to keep it between runs")
-    paths = jax.tree_util.tree_flatten_with_path(args)[0]
-    parts = [_environment(), f"{fn.__module__}.{fn.__qualname__}",
-             *(f"{k}={_static(v)}" for k, v in sorted(static.items())),
-             *(f"{jax.tree_util.keystr(p)}:{_leaf(x)}" for p, x in paths)]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
+Entry = tuple[Path, dict]  # where a program's entry lives, and the key it must carry (cache.py)
 
 
 def _path(name: str) -> Path:
-    return cache_dir() / "programs" / f"{name}.bin"
+    return cache.cache_dir() / "programs" / f"{name}.bin"
 
 
-def _load(name: str, args: tuple, out: Any) -> Callable | None:
-    """The stored executable, or None when it is absent, damaged or does not load."""
+def _load(entry: Entry, args: tuple, out: Any) -> Callable | None:
+    """The stored executable, or None when it is absent, damaged, another's or does not load."""
     from jax.experimental.serialize_executable import deserialize_and_load
 
-    path = _path(name)
+    found = cache.read(*entry)
+    if found is None:
+        return None
     try:
-        blob = path.read_bytes()
-        digest, body = blob[:32], blob[32:]
-        if hashlib.sha256(body).digest() != digest:
-            return None
-        payload, device_ids = pickle.loads(body)
         by_id = {d.id: d for d in jax.devices()}
-        program = deserialize_and_load(payload, jax.tree_util.tree_structure((args, {})),
+        program = deserialize_and_load(found["payload"].tobytes(), jax.tree_util.tree_structure((args, {})),
                                        jax.tree_util.tree_structure(out),
-                                       execution_devices=[by_id[i] for i in device_ids])
-        os.utime(path)  # recently used: kept when old entries are pruned
+                                       execution_devices=[by_id[i] for i in found["devices"].tolist()])
+        os.utime(entry[0])  # recently used: kept when old entries are pruned
         return program
     except Exception:  # noqa: BLE001  (whatever a damaged entry raises, the program is compiled afresh)
         return None
@@ -211,7 +172,8 @@ def _without_xla_cache() -> Iterator[None]:
             cc._cache_checked, cc._cache_used = saved
 
 
-def _compile_and_store(name: str, fn: Any, args: tuple, out: Any, static: dict, options: dict | None) -> Callable:
+def _compile_and_store(entry: Entry, fn: Any, args: tuple, out: Any, static: dict, options: dict | None
+                       ) -> Callable:
     """Compile, and store the executable for later runs (skipped where it cannot be serialized or written)."""
     from jax.experimental.serialize_executable import serialize
 
@@ -227,23 +189,22 @@ def _compile_and_store(name: str, fn: Any, args: tuple, out: Any, static: dict, 
         device_ids = [d.id for d in program._executable._unloaded_executable.device_list]
     except (ValueError, NotImplementedError, AttributeError):
         return program
-    body = pickle.dumps((payload, device_ids))
-    _write(_path(name), hashlib.sha256(body).digest() + body)
+    if cache.write(*entry, {"payload": np.frombuffer(payload, np.uint8), "devices": np.array(device_ids)}):
+        _prune(entry[0])
     return program
 
 
-def _write(path: Path, blob: bytes) -> None:
-    """Write atomically and prune the least recently used entries; a read-only or full cache is skipped."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            f.write(blob)
-        os.replace(tmp, path)
-        entries = sorted(path.parent.glob("*.bin"), key=lambda p: p.stat().st_mtime)
-        for old in entries[:-MAX_ENTRIES]:
-            old.unlink(missing_ok=True)
-    except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+def _prune(kept: Path) -> None:
+    """Delete the least recently used entries beyond MAX_ENTRIES, never `kept` (the one just written). An entry
+    dated in the future (another machine's clock, on a shared cache) counts as the oldest: its date says nothing
+    of when it was last used, and it would otherwise outlive every entry written after it."""
+    now, aged = time.time(), []
+    for p in kept.parent.glob("*.bin"):
+        try:
+            t = p.stat().st_mtime
+        except OSError:  # pruned by another process meanwhile
+            continue
+        if p != kept:
+            aged.append((-math.inf if t > now + 60 else t, str(p)))
+    for _, old in sorted(aged)[:max(0, len(aged) + 1 - MAX_ENTRIES)]:
+        Path(old).unlink(missing_ok=True)

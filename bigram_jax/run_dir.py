@@ -8,18 +8,19 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from bigram_jax import locks
 from bigram_jax.config import Config
-from bigram_jax.errors import UserError
+from bigram_jax.errors import STOP_SIGNALS, UserError, detach_hung_up_terminal
 
 
 RUNS = Path("runs/bigram")  # where runs go without --out-dir: version_0, version_1, ... (as Lightning numbers them)
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard")
 LOCK = ".lock"
-_held: list = []  # the open lock files of this process: the OS releases them when it ends, however it ends
 
 
 def holds_run(out_dir: Path) -> list[str]:
@@ -27,9 +28,10 @@ def holds_run(out_dir: Path) -> list[str]:
     return [name for name in RUN_FILES if (out_dir / name).exists()]
 
 
-def claim(out_dir: Path, fresh: bool) -> None:
+def claim(out_dir: Path, fresh: bool) -> IO:
     """Make `out_dir` this run's: refuse a fresh run into a folder that holds a run, then lock it for the run's
-    life (a second run into it is refused while this one lives; a killed run's lock goes with its process)."""
+    life (a second run into it is refused while this one lives). Returns the lock: close it when the run ends
+    (a killed run's lock goes with its process)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out-dir {out_dir} is a file, not a folder")
     found = holds_run(out_dir) if fresh else []
@@ -37,15 +39,14 @@ def claim(out_dir: Path, fresh: bool) -> None:
         raise UserError(f"{out_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
                         "or choose another --out-dir (nothing was changed)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    import fcntl  # POSIX: the lock is the OS's, so it cannot outlive the process that holds it
-
-    f = open(out_dir / LOCK, "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise UserError(f"{out_dir} is in use by another run: wait for it to end, or choose another --out-dir") from None
-    _held.append(f)  # (the file stays empty: a run folder's files change only when a run writes them)
+        lock = locks.acquire(out_dir / LOCK, wait=False)  # (the file stays empty)
+    except OSError as e:
+        raise UserError(f"cannot lock the run folder: {out_dir / LOCK} is not a plain file ({e.strerror}); "
+                        "move it aside") from None
+    if lock is None:
+        raise UserError(f"{out_dir} is in use by another run: wait for it to end, or choose another --out-dir")
+    return lock
 
 
 def next_run(base: Path) -> Path:
@@ -86,7 +87,8 @@ def _step_of(row: str) -> float:
 
 
 class RunDir:
-    """The out-dir of one run; a context manager that catches SIGTERM/SIGINT as a request to stop."""
+    """The out-dir of one run; a context manager that catches the stop signals (errors.STOP_SIGNALS) as a request
+    to stop, and puts the handlers it found back when the run ends."""
 
     def __init__(self, cfg: Config, start_step: int, primary: bool = True, tensorboard: bool = False,
                  t_start: float | None = None):
@@ -137,11 +139,16 @@ class RunDir:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """Ask the loop to stop after its current chunk."""
+        """Ask the loop to stop after its current chunk (after a hang-up, with the dead terminal's output muted)."""
+        if signum == signal.SIGHUP:
+            detach_hung_up_terminal()
         self.stop_signal = signum
 
     def __enter__(self) -> RunDir:
-        self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        # a signal its parent ignores stays ignored (nohup); handlers can be set from the main thread only
+        main = threading.current_thread() is threading.main_thread()
+        self._old = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS
+                     if main and signal.getsignal(s) is not signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc: Any) -> None:

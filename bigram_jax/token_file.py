@@ -2,7 +2,7 @@
 
 A file is read in full only by `scan`, once, in CHUNK-sized pieces: its sha256 (the identity checkpoints record),
 its smallest and largest id, and the transition counts of its splits. The scan is cached (cache.py) under the
-file's path, size and modification time, so a second run, or a resume, reads none of it again.
+file's identity (path, inode, size, mtime and ctime), so a second run, or a resume, reads none of it again.
 """
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ class TokenFile:
     path: Path
     tokens: np.ndarray  # (N,) read-only memory map in the file's own dtype
     offset: int  # bytes before the first token (the .npy header)
-    size: int  # the file's size and modification time when opened: a change mid-run is detected
-    mtime_ns: int
+    identity: dict  # cache.identity when opened: what the cache knows it by, and how a change mid-run is seen
 
     def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
         """tokens[i:i + length] for each start i of `starts` (any shape) as int32 (..., length), read with pread:
@@ -53,9 +52,9 @@ class TokenFile:
             st = self.path.stat()
         except OSError as e:
             raise UserError(f"token file {self.path} disappeared during the run ({e.strerror})") from None
-        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
-            raise UserError(f"token file {self.path} changed during the run (size {self.size} -> {st.st_size} "
-                            "bytes, or rewritten): stopped rather than train on other data")
+        if not cache.same_file(self.identity, st):
+            raise UserError(f"token file {self.path} changed during the run (size {self.identity['stat'][2]} -> "
+                            f"{st.st_size} bytes, or rewritten): stopped rather than train on other data")
 
 
 def open_tokens(path: Path) -> TokenFile:
@@ -79,7 +78,7 @@ def open_tokens(path: Path) -> TokenFile:
         raise UserError(f"{path} must hold a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
     if tokens.size == 0:
         raise UserError(f"data file is empty: {path}")
-    return TokenFile(path, tokens, offset, st.st_size, st.st_mtime_ns)
+    return TokenFile(path, tokens, offset, cache.identity(path, st))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +111,15 @@ def _chunks(tf: TokenFile, hasher=None):
             pos += got // item
 
 
+def _entry(tf: TokenFile, name: str) -> tuple[Path, dict]:
+    """(where the cache keeps entry `name` of this file, the key it must carry)."""
+    return cache.source_folder("tokens", tf.path) / f"{name}.entry", {"kind": "tokens", "name": name,
+                                                                      "source": tf.identity}
+
+
 def scan(tf: TokenFile) -> Scan:
     """sha256 and id range of the file: from the cache, else one streaming pass (then cached)."""
-    entry = cache.load(tf, "scan")
+    entry = cache.read(*_entry(tf, "scan"))
     if entry is not None:
         return Scan(str(entry["sha256"]), int(entry["min_id"]), int(entry["max_id"]))
     h, lo, hi, n = hashlib.sha256(), None, None, 0
@@ -126,14 +131,14 @@ def scan(tf: TokenFile) -> Scan:
     if n != len(tf.tokens):
         raise UserError(f"token file {tf.path} changed while it was read")
     out = Scan(h.hexdigest(), lo, hi)
-    cache.store(tf, "scan", {"sha256": np.array(out.sha256), "min_id": np.array(lo), "max_id": np.array(hi)})
+    cache.write(*_entry(tf, "scan"), {"sha256": np.array(out.sha256), "min_id": np.array(lo), "max_id": np.array(hi)})
     return out
 
 
 def split_counts(tf: TokenFile, lo: int, hi: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Sparse counts (pair ids i * stride + j, how often) of the transitions inside tokens[lo:hi]; cached."""
     name = f"counts_{lo}_{hi}_{stride}"
-    entry = cache.load(tf, name)
+    entry = cache.read(*_entry(tf, name))
     if entry is not None:
         return entry["ids"], entry["n"]
     counter, prev = PairCounter(stride), None
@@ -148,5 +153,5 @@ def split_counts(tf: TokenFile, lo: int, hi: int, stride: int) -> tuple[np.ndarr
         prev = part[-1]
     tf.check_unchanged()
     ids, n = counter.result()
-    cache.store(tf, name, {"ids": ids, "n": n})
+    cache.write(*_entry(tf, name), {"ids": ids, "n": n})
     return ids, n

@@ -104,18 +104,22 @@ def _hoist(cfg: Config, V: int) -> bool:
     return loss == "counts" and DRAW_STEPS * max(cfg.batch_size * cfg.block_size, V * V) <= HOIST_ELEMENTS
 
 
-def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, cfg: Config,
+LOSS_STEPS = 4096  # train_steps reports the batch loss of each of its first this-many steps (a job's chunk is no longer)
+
+
+def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, first: jax.Array, cfg: Config,
                mesh: Mesh | None) -> tuple:
     """Steps j0 .. j0 + n - 1 of a block, step j training on `windows_of(j)` (B, T + 1); `windows_of(None)`
-    gives the whole block's (K, B, T + 1) windows, read only when the block's counts are hoisted."""
-    st, loss_sum = carry
+    gives the whole block's (K, B, T + 1) windows, read only when the block's counts are hoisted. The carry is
+    (state, losses): step s's batch loss goes to losses[s - first] (dropped past the end)."""
+    st, losses = carry
     table = table_of(st.params)
     V, dtype = table.shape[0], table.dtype
     loss = resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size)
     counts = window_counts(windows_of(None), V).astype(dtype) if _hoist(cfg, V) else None  # (K, V, V)
 
     def body(j, c):
-        st, loss_sum = c
+        st, losses = c
         if counts is not None:
             batch = {"counts": counts[j]}
         elif loss == "counts":
@@ -123,40 +127,43 @@ def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, 
         else:
             w = windows_of(j)  # (B, T + 1)
             batch = {"x": w[:, :-1], "y": w[:, 1:]}  # (B, T), (B, T)
-        st, metrics = train_step(st, batch)
-        return constrain(st, mesh), loss_sum + metrics["loss"]
+        new, metrics = train_step(st, batch)
+        return constrain(new, mesh), losses.at[st.step - first].set(metrics["loss"], mode="drop")
 
-    return jax.lax.fori_loop(j0, j0 + n, body, (st, loss_sum))
+    return jax.lax.fori_loop(j0, j0 + n, body, (st, losses))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "mesh"), donate_argnums=0)
 def train_steps(state: TrainState, data: jax.Array, num_steps: jax.Array, cfg: Config,
                 mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
     """`num_steps` train steps fused into one compiled loop over the corpus `data` on the device(s); returns
-    the state and the sum of batch losses.
+    the state and the batch loss of each step, (LOSS_STEPS,) (of the first LOSS_STEPS steps; zeros past
+    `num_steps`), for the host to sum in step order: the log does not depend on how a run is cut into calls.
 
     Step s trains on `batch_at(state.key, s, ...)`, whatever the chunking: `num_steps` is traced, so chunks
     of any length share one compilation and give bit-identical results. With a `mesh`, each step's global
     batch is drawn whole from the same key and split along 'data', so any device count sees the same batches.
     """
-    end = state.step + num_steps
+    first = state.step
+    end = first + num_steps
 
     def block(carry):
         ix = draw_offsets(carry[0].key, carry[0].step, data.shape[0], cfg)  # (K, B)
         if mesh is not None:  # each device reads its B / dp windows of every step
             ix = jax.lax.with_sharding_constraint(ix, NamedSharding(mesh, P(None, "data")))
         windows_of = lambda j: window_slices(data, ix if j is None else ix[j], cfg.block_size)  # noqa: E731
-        return _run_block(carry, windows_of, 0, jnp.minimum(DRAW_STEPS, end - carry[0].step), cfg, mesh)
+        return _run_block(carry, windows_of, 0, jnp.minimum(DRAW_STEPS, end - carry[0].step), first, cfg, mesh)
 
-    dtype = table_of(state.params).dtype
-    return jax.lax.while_loop(lambda c: c[0].step < end, block, (constrain(state, mesh), jnp.zeros((), dtype)))
+    losses = jnp.zeros((LOSS_STEPS,), table_of(state.params).dtype)
+    return jax.lax.while_loop(lambda c: c[0].step < end, block, (constrain(state, mesh), losses))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "mesh"), donate_argnums=0)
-def train_steps_fed(state: TrainState, loss_sum: jax.Array, windows: jax.Array, j0: jax.Array, num_steps: jax.Array,
-                    cfg: Config, mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
+def train_steps_fed(state: TrainState, windows: jax.Array, j0: jax.Array, num_steps: jax.Array, cfg: Config,
+                    mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
     """train_steps for a corpus that stays on the host: steps j0 .. j0 + num_steps - 1 of a block whose
-    windows (DRAW_STEPS, B, T + 1) the host gathered from the same offsets (`draw_offsets`). Same losses, and
-    `loss_sum` carried through in the same order, so even the summed batch losses are bit-identical."""
+    windows (DRAW_STEPS, B, T + 1) the host gathered from the same offsets (`draw_offsets`). Same losses,
+    returned as (DRAW_STEPS,): the batch loss of each step of this call, then zeros."""
     windows_of = lambda j: windows if j is None else windows[j]  # noqa: E731
-    return _run_block((constrain(state, mesh), loss_sum), windows_of, j0, num_steps, cfg, mesh)
+    losses = jnp.zeros((DRAW_STEPS,), table_of(state.params).dtype)
+    return _run_block((constrain(state, mesh), losses), windows_of, j0, num_steps, state.step, cfg, mesh)

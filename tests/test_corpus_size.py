@@ -76,7 +76,7 @@ def test_a_damaged_cache_entry_is_rebuilt_never_trusted(tmp_path):
     _walk(3000, 40).astype("<u2").tofile(path)
     cfg = make_config({"data": str(path)})
     good = load_corpus(cfg)
-    entries = sorted((tmp_path / "cache" / "bigram_jax" / "tokens").rglob("*.npz"))
+    entries = sorted((tmp_path / "cache" / "bigram_jax" / "tokens").rglob("*.entry"))
     assert len(entries) == 3  # the scan, and each split's counts
     for e in entries:
         raw = bytearray(e.read_bytes())

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigram_jax import programs
+from bigram_jax import program_key, programs
 from bigram_jax.config import FIELDS, RUN_ONLY, Config
 from bigram_jax.counts import dense_counts
 from bigram_jax.data import CharTokenizer
@@ -22,6 +22,10 @@ from bigram_jax.sampling import _sample
 from bigram_jax.train import init_on, init_state, train_steps
 
 from .conftest import ROOT, run_script
+
+
+def _name(fn, args, static):
+    return program_key.key(fn, args, static)[0]
 
 
 TIMES = ("tokens_per_second", "elapsed_seconds")  # the metrics that are clock readings
@@ -92,7 +96,7 @@ def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch, shakespeare_text)
     _as_new_process(monkeypatch)
     data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
     loss, table = _train(data, cfg)
-    assert np.isfinite(loss) and np.isfinite(table).all()
+    assert np.isfinite(loss).all() and np.isfinite(table).all()
 
 
 def _other(value):
@@ -115,21 +119,21 @@ def test_run_only_settings_reach_no_program():
         texts = (train_steps.lower(state, data, np.int32(1), cfg=other).as_text(),
                  init_on.lower(cfg=other, vocab_size=V, mesh=None).as_text())
         assert texts == base, name
-        assert programs._name(train_steps, (state,), {"cfg": other}) == programs._name(train_steps, (state,), {"cfg": cfg})
+        assert _name(train_steps, (state,), {"cfg": other}) == _name(train_steps, (state,), {"cfg": cfg})
     # and the other settings are part of a program's name
     for name in ("learning_rate", "batch_size", "seed", "max_iters"):
         other = dataclasses.replace(cfg, **{name: _other(getattr(cfg, name))})
-        assert programs._name(train_steps, (state,), {"cfg": other}) != programs._name(train_steps, (state,), {"cfg": cfg})
+        assert _name(train_steps, (state,), {"cfg": other}) != _name(train_steps, (state,), {"cfg": cfg})
 
 
 def test_names_follow_shapes_dtypes_and_shardings():
     params = init_state(Config(), 65).params
     counts = jnp.zeros((65, 65), jnp.float32)
-    name = programs._name(exact_loss, (params, counts), {})
-    assert programs._name(exact_loss, (params, counts.astype(jnp.bfloat16)), {}) != name
-    assert programs._name(exact_loss, (params, jnp.zeros((64, 64))), {}) != name
-    assert programs._name(exact_loss, (params, np.zeros((65, 65), np.float32)), {}) != name  # host, not a device
-    assert programs._name(exact_loss, (params, jnp.ones((65, 65), jnp.float32)), {}) == name  # values do not count
+    name = _name(exact_loss, (params, counts), {})
+    assert _name(exact_loss, (params, counts.astype(jnp.bfloat16)), {}) != name
+    assert _name(exact_loss, (params, jnp.zeros((64, 64))), {}) != name
+    assert _name(exact_loss, (params, np.zeros((65, 65), np.float32)), {}) != name  # host, not a device
+    assert _name(exact_loss, (params, jnp.ones((65, 65), jnp.float32)), {}) == name  # values do not count
 
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the profiles are XLA:CPU options")
@@ -169,7 +173,7 @@ def test_a_wrong_output_structure_is_refused(cache):
 
 def test_unstable_static_text_is_refused():
     with pytest.raises(TypeError, match="stable"):
-        programs._static(object())
+        program_key._static(object())
 
 
 def test_a_warm_run_lowers_none_of_its_programs(tmp_path):

@@ -164,8 +164,8 @@ def _train_both(train_ids: np.ndarray, V: int, cfg: Config, steps: int, dtype: t
     lt = np.array([train_step(tm, opt, as_torch(b["x"]), as_torch(b["y"])).item() for b in batches])
     lj = []
     for _ in range(steps):  # the job's fused loop, one step a call, to see every step's loss
-        state, loss = train_steps(state, data, jnp.int32(1), cfg)
-        lj.append(float(loss))
+        state, losses = train_steps(state, data, jnp.int32(1), cfg)
+        lj.append(float(losses[0]))
     table = np.asarray(table_of(state.params))
     return float(np.max(np.abs(table - tm.token_embedding_table.weight.detach().numpy()))), \
         float(np.max(np.abs(np.array(lj) - lt))), state.params

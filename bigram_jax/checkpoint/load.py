@@ -26,13 +26,26 @@ class Checkpoint:
         return tokenizer_for(self.vocab, self.meta["vocab_size"])
 
 
+RETRIES = 5  # times the newest step is looked for again when a running run deletes it while it is read
+
+
 def load_checkpoint(path: str | Path, step: int | None = None) -> Checkpoint:
-    """Load params (not the optimizer) of checkpoint `step` (None = latest) from an out-dir or its checkpoints folder."""
+    """Load params (not the optimizer) of checkpoint `step` (None = latest) from an out-dir or its checkpoints folder.
+
+    A run that is still training deletes old steps as it saves new ones: the latest step may vanish between the
+    listing and the read. Then the newest step is looked for again (a damaged step is an error, never skipped)."""
     directory = checkpoint_dir(path)
     if not directory.is_dir():
         raise UserError(f"checkpoint directory not found: {directory}")
     with Checkpoints(directory, read_only=True) as ckpts:
-        step = ckpts.pick(step)
-        meta = ckpts.read_meta(step)
-        params = ckpts.restore_params(step, meta["vocab_size"], meta)
-    return Checkpoint(params=params, step=step, vocab=meta["vocab"], config=meta["config"], meta=meta)
+        for attempt in range(RETRIES):
+            chosen = ckpts.pick(step)
+            try:
+                meta = ckpts.read_meta(chosen)
+                params = ckpts.restore_params(chosen, meta["vocab_size"], meta)
+                break
+            except UserError:
+                if step is not None or (directory / str(chosen)).exists() or attempt == RETRIES - 1:
+                    raise
+                ckpts.mgr.reload()  # rotated away while it was read: the newest step now
+    return Checkpoint(params=params, step=chosen, vocab=meta["vocab"], config=meta["config"], meta=meta)

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,45 +12,17 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from bigram_jax import programs
+from bigram_jax.checkpoint import quiet
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError
-from bigram_jax.integrity import checksums, verify
+from bigram_jax.integrity import checksums, meta_is_intact, seal_meta, verify
 from bigram_jax.model import BigramLanguageModel
-
-# orbax logs every save through absl, and a failed save's error in a writer thread: the failure reaches the user
-# once, as one line, through _failure (orbax re-raises it in check_for_errors, the next save and close)
-logging.getLogger("absl").setLevel(logging.CRITICAL)
-_thread_hook, _unraisable_hook = threading.excepthook, sys.unraisablehook
 
 
 @jax.jit
 def copy_state(state: Any) -> Any:
     """A copy of every array of `state`, as one program (an eager copy per leaf would load one per dtype)."""
     return jax.tree.map(jnp.copy, state)
-
-
-def _from_writer(tb: Any) -> bool:
-    """Did an exception pass through orbax's writers (orbax itself, or the asyncio loop it writes with)?"""
-    while tb is not None:
-        if any(name in tb.tb_frame.f_code.co_filename for name in ("orbax", "asyncio")):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _quiet_thread(args: threading.ExceptHookArgs) -> None:
-    """Leave the writers' thread errors to _failure; any other thread's error is printed as usual."""
-    if not _from_writer(args.exc_traceback):
-        _thread_hook(args)
-
-
-def _quiet_unraisable(args: Any) -> None:
-    """The same for what a failed save's abandoned coroutines raise when they are collected."""
-    if not _from_writer(args.exc_traceback):
-        _unraisable_hook(args)
-
-
-threading.excepthook, sys.unraisablehook = _quiet_thread, _quiet_unraisable
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -95,6 +64,7 @@ class Checkpoints:
 
     def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
         self.directory = directory
+        quiet.mute(True)  # until close (orbax logs from here on: these options, every save and restore)
         self._latest = ocm.LatestN(n=keep)
         policy = ocm.AnyPreservationPolicy([
             self._latest,
@@ -107,6 +77,7 @@ class Checkpoints:
         try:
             self.mgr = _Manager(directory, options=options)
         except Exception as e:  # noqa: BLE001
+            quiet.mute(False)
             raise UserError(f"cannot open the checkpoints in {directory} ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
@@ -137,11 +108,14 @@ class Checkpoints:
             raise UserError(f"checkpoint at step {step} in {self.directory} is unreadable ({_first_line(e)})") from None
 
     def read_meta(self, step: int) -> dict:
-        """The JSON metadata of one checkpoint, checked."""
+        """The JSON metadata of one checkpoint, checked (its own checksum, then its shape)."""
         meta = self._restore(step, meta=ocp.args.JsonRestore()).meta
         bad = UserError(f"checkpoint at step {step} in {self.directory} has no valid metadata")
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise bad
+        if not meta_is_intact(meta):
+            raise UserError(f"checkpoint at step {step} in {self.directory} has damaged metadata: it fails its "
+                            "checksum (edited, or corrupted)")
         if not isinstance(meta.get("vocab"), str):  # token-id runs record only the size
             if not isinstance(meta.get("vocab_size"), int) or meta["vocab_size"] < 1:
                 raise bad
@@ -184,7 +158,7 @@ class Checkpoints:
             return False
         with self._failure(None):  # orbax waits for the previous save anyway: its failure is named as its own
             self.mgr.wait_until_finished()
-        meta = {**meta, "checksums": checksums(state)}  # verified by every restore and load
+        meta = seal_meta({**meta, "checksums": checksums(state)})  # both verified by every restore and load
         # copy: the live state's buffers are donated to the next train call while orbax still writes
         state = programs.run(copy_state, state, out=state, profile="once")
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
@@ -208,12 +182,18 @@ class Checkpoints:
             self.mgr.check_for_errors()
 
     def close(self) -> None:
-        """Finish pending saves, then release the manager."""
+        """Finish pending saves, then release the manager (once: later calls do nothing)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         try:
             with self._failure(None):
                 self.mgr.wait_until_finished()
         finally:
-            self.mgr.close()
+            try:
+                self.mgr.close()
+            finally:
+                quiet.mute(False)
 
     def __enter__(self) -> Checkpoints:
         return self

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+from bigram_jax import parallel, run_dir
 from bigram_jax.checkpoint.manager import Checkpoints, run_checkpoint_dir
 from bigram_jax.config import FIELDS, Config, make_config
 from bigram_jax.errors import UserError
@@ -25,10 +27,34 @@ class Resume:
     step: int
     meta: dict
     allow_mismatch: bool = False
+    lock: IO | None = None  # the run folder's lock (process 0): train_and_evaluate releases it when the run ends
+
+    def close(self) -> None:
+        """Release what the resume holds (for a Resume that is not handed to train_and_evaluate)."""
+        self.checkpoints.close()
+        if self.lock is not None:
+            self.lock.close()
 
 
 def open_resume(overrides: dict[str, Any], allow_mismatch: bool = False) -> Resume:
-    """Open OUT_DIR/checkpoints once; the config is the latest checkpoint's, with `overrides` on top."""
+    """Lock OUT_DIR and open its checkpoints once; the config is the latest checkpoint's, with `overrides` on top.
+    Creates nothing: a folder that holds no run is refused as it is."""
+    out_dir = Path(overrides["out_dir"])
+    if not run_dir.holds_run(out_dir):  # (nothing else is resumed: a typo'd or relative path from elsewhere)
+        raise UserError(f"--resume: there is no run in {out_dir} "
+                        f"({'no such folder' if not out_dir.exists() else 'none of its files are there'}); "
+                        "nothing was created")
+    lock = run_dir.claim(out_dir, fresh=False) if parallel.is_primary() else None
+    try:
+        return _open(overrides, allow_mismatch, lock)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+
+
+def _open(overrides: dict[str, Any], allow_mismatch: bool, lock: IO | None) -> Resume:
+    """open_resume, once the folder is locked."""
     out_dir = overrides["out_dir"]
     directory = run_checkpoint_dir(out_dir)
     ckpts = Checkpoints(directory) if directory.is_dir() else None
@@ -50,7 +76,7 @@ def open_resume(overrides: dict[str, Any], allow_mismatch: bool = False) -> Resu
         ckpts.close()
         raise
     ckpts.set_keep(cfg.keep_checkpoints)
-    return Resume(cfg, ckpts, step, meta, allow_mismatch)
+    return Resume(cfg, ckpts, step, meta, allow_mismatch, lock)
 
 
 def _meta_or_say_which(ckpts: Checkpoints, step: int) -> dict:
