@@ -247,3 +247,24 @@ def test_a_run_written_by_v010_loads_and_resumes_as_todays_run(tmp_path):
                    "--eval-interval", "10", "--keep-checkpoints", "1", "--sample-tokens", "0")
     assert r.returncode == 0, r.stderr
     _assert_same(old, fresh)
+
+
+@pytest.mark.parametrize("fixture, data", [("f6817d1_run", "tiny.txt"), ("f6817d1_ids_run", "tiny.bin")])
+def test_a_run_written_before_the_metadata_checksum_loads_and_resumes(tmp_path, fixture, data):
+    """tests/fixtures/f6817d1_*: 20 steps on tiny.txt (text) and tiny.bin (its ids) written by commit f6817d1, the
+    format before metadata checksums and tokenizer records: they load, sample and resume as today's runs."""
+    source, data = ROOT / "tests" / "fixtures" / fixture, ROOT / "tests" / "fixtures" / data
+    ck = load_checkpoint(source)
+    assert ck.step == 20 and "meta_sha256" not in ck.meta
+    r = run_script("sample.py", "--checkpoint", str(source), "--num-tokens", "10")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    old = tmp_path / "old"
+    shutil.copytree(source, old)
+    r = run_script("train.py", "--resume", "--out-dir", str(old), "--data", str(data), "--max-iters", "30",
+                   "--sample-tokens", "0")
+    assert r.returncode == 0 and "step 30:" in r.stdout, r.stderr
+    fresh = tmp_path / "fresh"  # today's code from scratch: the same losses at 0, 10, 20, 30 and the same state
+    r = run_script("train.py", "--out-dir", str(fresh), "--data", str(data), "--max-iters", "30",
+                   "--eval-interval", "10", "--keep-checkpoints", "1", "--sample-tokens", "0")
+    assert r.returncode == 0, r.stderr
+    _assert_same(old, fresh)
