@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_HOMES = {"BigramLanguageModel": "bigram_jax.model", "CharTokenizer": "bigram_jax.data",
+_HOMES = {"BigramLanguageModel": "bigram_jax.model", "CharTokenizer": "bigram_jax.tokenizers",
           "Config": "bigram_jax.config", "UserError": "bigram_jax.errors", "generate": "bigram_jax.sampling",
           "load_checkpoint": "bigram_jax.checkpoint", "load_corpus": "bigram_jax.corpus",
           "train_and_evaluate": "bigram_jax.job"}

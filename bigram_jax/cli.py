@@ -1,4 +1,4 @@
-"""Command lines for scripts/train.py and scripts/sample.py: flags -> config -> library calls, errors as one line."""
+"""The command line of scripts/train.py (bigram-jax-train): flags -> config -> library calls, errors as one line."""
 from __future__ import annotations
 
 import argparse
@@ -7,19 +7,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bigram_jax.config import CHOICES, FIELDS, TYPES, from_flag, load_config_file, make_config
-from bigram_jax.errors import OneLineParser, UserError, check_regular, command, guard, interruptible
+from bigram_jax.errors import OneLineParser, UserError, command, guard, prog
 
 STARTED = time.time()  # this module's import: the work of a command begins about here
 
 
 def train_parser() -> argparse.ArgumentParser:
     """Every Config field as a --flag (values typed and checked by make_config), plus run controls."""
-    p = OneLineParser(prog="train.py", description="Train the lecture's bigram model (defaults = the lecture's run).")
+    p = OneLineParser(prog=prog("train.py"), description="Train the lecture's bigram model (defaults = the "
+                      "lecture's run). Each setting is also spelled as nanoGPT spells it: --batch_size=64.")
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings; flags override it")
     for name, field in FIELDS.items():
         metavar = "{" + ",".join(CHOICES[name]) + "}" if name in CHOICES else TYPES[name].__name__.upper()
         p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=metavar,
                        help=f"{field.metadata['help']} (default: {field.default})")
+        if "_" in name:  # nanoGPT's spelling (its configurator's --key=value), kept out of --help
+            p.add_argument("--" + name, dest=name, help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir "
                    "(default: the newest run under runs/bigram)")
     p.add_argument("--allow-mismatch", action="store_true",
@@ -120,82 +123,7 @@ def _compile_cache() -> None:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/train.py."""
-    return guard("train.py", lambda: _train(argv))
-
-
-def sample_parser() -> argparse.ArgumentParser:
-    """Flags of scripts/sample.py."""
-    p = OneLineParser(prog="sample.py", description="Sample text from a bigram-jax checkpoint.")
-    p.add_argument("--checkpoint", metavar="DIR", help="a run's out-dir or its checkpoints folder (default: the "
-                   "newest run under runs/bigram)")
-    p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--prompt", help="text to continue (default: token id 0, the first vocabulary character, as "
-                   "the lecture); for a token-id run, whitespace-separated ids")
-    g.add_argument("--prompt-file", metavar="F", help="read the prompt from a UTF-8 file")
-    p.add_argument("--num-tokens", type=int, default=500, help="new tokens (characters) per sample (default: 500)")
-    p.add_argument("--num-samples", type=int, default=1, help="independent samples (default: 1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by T (default: 1.0)")
-    p.add_argument("--top-k", type=int, help="sample only from the k most likely next characters")
-    p.add_argument("--seed", type=int, default=1337, help="same seed, same text (default: 1337)")
-    p.add_argument("--sampler", choices=("categorical", "cdf"), default="categorical",
-                   help="jax.random.categorical, or the equivalent inverse-CDF sampler (faster)")
-    return p
-
-
-def _read_prompt(args: argparse.Namespace, default: str) -> str:
-    """The prompt text from --prompt, --prompt-file, or the lecture's default (token id 0)."""
-    if args.prompt_file is not None:
-        if Path(args.prompt_file).exists():  # a FIFO would block, /dev/zero never end
-            check_regular(Path(args.prompt_file), "prompt file")
-        try:
-            prompt = Path(args.prompt_file).read_bytes().decode("utf-8")
-        except OSError as e:
-            raise UserError(f"cannot read prompt file {args.prompt_file}: {e.strerror or e}") from None
-        except UnicodeDecodeError:
-            raise UserError(f"prompt file is not UTF-8 text: {args.prompt_file}") from None
-    else:
-        prompt = default if args.prompt is None else args.prompt
-    if not prompt:
-        raise UserError("the prompt is empty: give at least one character")
-    return prompt
-
-
-def _sample(argv: Sequence[str] | None) -> int:
-    """Load params from a checkpoint and print samples."""
-    args = sample_parser().parse_args(argv)
-    if not 0 <= args.num_tokens < 2**31 or not 1 <= args.num_samples < 2**31:
-        raise UserError("--num-tokens must be >= 0 and --num-samples >= 1 (each below 2**31)")
-    if not 0 <= args.seed < 2**32:  # jax.random.key keeps only the low 32 bits without x64
-        raise UserError(f"--seed must be in [0, 2**32), got {args.seed}")
-    import jax
-    import numpy as np
-
-    from bigram_jax.checkpoint import load_checkpoint
-    from bigram_jax.memory import check_fits
-    from bigram_jax.run_dir import RUNS, latest_run
-    from bigram_jax.sampling import generate
-
-    # ids out (int32) and the draws' keys and uniforms (8 and 4 bytes a token), before anything is loaded
-    check_fits({"samples": 4.0 * args.num_samples * args.num_tokens, "keys": 12.0 * args.num_tokens})
-    ck = load_checkpoint(args.checkpoint or latest_run(RUNS), args.step)
-    tok = ck.tokenizer
-    prompt = tok.encode(_read_prompt(args, tok.decode([0])))
-    idx = np.tile(prompt, (args.num_samples, 1))  # (S, T)
-    out = interruptible(lambda: generate(ck.params, jax.random.key(args.seed), idx, args.num_tokens,
-                                         temperature=args.temperature, top_k=args.top_k, sampler=args.sampler))
-    out = np.asarray(out)
-    for i in range(args.num_samples):
-        if args.num_samples > 1:
-            print(f"--- sample {i + 1} (step {ck.step}, seed {args.seed}) ---")
-        print(tok.decode(out[i]))
-    return 0
-
-
-def sample_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of scripts/sample.py."""
-    return guard("sample.py", lambda: _sample(argv))
+    return guard(prog("train.py"), lambda: _train(argv))
 
 
 train_command = command(train_main)
-sample_command = command(sample_main)

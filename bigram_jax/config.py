@@ -32,6 +32,10 @@ class Config:
     val_data: str = _field("", "separate validation token-id file (then --data is all train); default: split --data")
     vocab_size: int = _field(0, "V of token-id data (e.g. 50304, GPT-2's padded); 0 = largest id + 1")
     train_frac: float = _field(0.9, "fraction of the corpus, from the start, used for training (not with --val-data)")
+    tokenizer: str = _field("auto", "text <-> ids: auto (a text's own characters; for token-id data the meta.pkl "
+                            "beside it, as nanoGPT, else none) | chars | none (raw ids) | a tiktoken encoding (gpt2, "
+                            "r50k_base, p50k_base, cl100k_base, o200k_base) | a path to a tokenizer.json or a "
+                            "nanoGPT meta.pkl")
     # batches
     batch_size: int = _field(32, "B, sequences per batch")
     block_size: int = _field(8, "T, characters per sequence")
@@ -77,7 +81,7 @@ class Config:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # where files are, where the tokens live, when to evaluate, save and sample: read by the job, never inside a
 # compiled program, so a saved program serves runs that differ only in these (tests/test_programs.py checks)
-RUN_ONLY = frozenset({"data", "val_data", "train_frac", "data_on", "eval_interval", "chunk_seconds", "sample_tokens",
+RUN_ONLY = frozenset({"data", "val_data", "train_frac", "tokenizer", "data_on", "eval_interval", "chunk_seconds", "sample_tokens",
                       "temperature", "top_k", "out_dir", "checkpoint_every", "keep_checkpoints"})
 _HINTS = typing.get_type_hints(Config)
 # the Python type of each field's values, and the allowed values of the Literal ones

@@ -5,16 +5,17 @@ import dataclasses
 import hashlib
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from bigram_jax import data as data_lib
-from bigram_jax import text_file, token_file
+from bigram_jax import text_file, token_file, tokenizers
 from bigram_jax.config import Config
 from bigram_jax.counts import pair_ids
 from bigram_jax.errors import UserError, check_regular
 from bigram_jax.token_file import TokenFile
+from bigram_jax.tokenizers import CharTokenizer, TokenIds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +74,23 @@ class Corpus:
 
     path: Path
     sha256: str
-    tokenizer: data_lib.CharTokenizer | data_lib.TokenIds
+    tokenizer: Any  # tokenizers.py: how text becomes these ids and back
+    vocab_size: int  # V, the table's rows: the tokenizer's vocabulary, or more (--vocab-size pads it)
     train: np.ndarray  # (N_train,) ids: an int32 array (text) or a memory-mapped view (token files)
     val: np.ndarray
     train_counts: PairCounts
     val_counts: PairCounts
     train_file: TokenFile | None = None  # the file `train` maps, to detect a change during the run
     counts_s: float = 0.0  # seconds of the load spent counting transitions (or reading the counts' cache)
+    val_path: Path | None = None  # a separate validation file
+    found_beside: bool = False  # the tokenizer is the meta.pkl found beside the token-id data (nanoGPT's way)
+
+    def describe(self) -> str:
+        """The run's `data:` line."""
+        where = f"{self.path} + {self.val_path}" if self.val_path else str(self.path)
+        tok = "" if isinstance(self.tokenizer, CharTokenizer) and not self.tokenizer.source else \
+            f"; tokenizer: {self.tokenizer.describe()}{', found beside --data' if self.found_beside else ''}"
+        return f"data: {where} ({len(self.train):,} train / {len(self.val):,} val tokens, vocab {self.vocab_size}{tok})"
 
 
 def _counted(count: Callable[[], tuple[PairCounts, PairCounts]]) -> dict:
@@ -97,19 +108,35 @@ def _file_counts(tf: TokenFile, lo: int, hi: int, stride: int, V: int) -> PairCo
     return PairCounts(ids.astype(np.int64), n.astype(np.float64), V)
 
 
-def _big_text_corpus(cfg: Config, path: Path, st) -> Corpus:
-    """A text too big to decode at once: its cached token file (encoded now if new), split and counted."""
-    bin_path, vocab, sha = text_file.encode_to_cache(path, st)
-    tf = token_file.open_tokens(bin_path)
-    N, V = len(tf.tokens), len(vocab)
+def _table_size(cfg: Config, tok: Any, top: int) -> int:
+    """V for ids up to `top` read with `tok` (None: raw ids): the tokenizer's vocabulary unless --vocab-size pads
+    it; checked to hold every id."""
+    if tok is not None and top >= tok.vocab_size:
+        raise UserError(f"token id {top} in the data is beyond the vocabulary of the tokenizer {tok.describe()} "
+                        f"({tok.vocab_size}): it is not this data's tokenizer")
+    V = cfg.vocab_size or (tok.vocab_size if tok is not None else top + 1)
+    if tok is not None and V < tok.vocab_size:
+        raise UserError(f"vocab_size {V} is smaller than the tokenizer's vocabulary ({tok.vocab_size})")
+    if top >= V:
+        raise UserError(f"token id {top} in the data is out of range for vocab_size {V}")
+    return V
+
+
+def _encoded_text_corpus(cfg: Config, path: Path, st, tok: Any) -> Corpus:
+    """A text read with a named tokenizer, or too big to decode at once: its cached token file (encoded now if
+    new), split and counted."""
+    bin_path, dtype, tok, sha = text_file.encode_to_cache(path, st, tok)
+    tf = token_file.open_tokens(bin_path, dtype)
+    N, top = len(tf.tokens), token_file.scan(tf).max_id
+    V = len(tok.vocab) if isinstance(tok, CharTokenizer) and not tok.source else _table_size(cfg, tok, top)
     n_train = int(cfg.train_frac * N)
     _check_lengths(cfg, n_train, N - n_train)
-    return Corpus(path=path, sha256=sha, tokenizer=data_lib.CharTokenizer(vocab), train=tf.tokens[:n_train],
+    return Corpus(path=path, sha256=sha, tokenizer=tok, vocab_size=V, train=tf.tokens[:n_train],
                   val=tf.tokens[n_train:], train_file=tf,
-                  **_counted(lambda: (_file_counts(tf, 0, n_train, V, V), _file_counts(tf, n_train, N, V, V))))
+                  **_counted(lambda: (_file_counts(tf, 0, n_train, top + 1, V), _file_counts(tf, n_train, N, top + 1, V))))
 
 
-def _token_corpus(cfg: Config, path: Path) -> Corpus:
+def _token_corpus(cfg: Config, path: Path, tok: Any, found_beside: bool) -> Corpus:
     """Token-id data: one file split by train_frac, or separate train/val files; memory-mapped, counted once."""
     tf = token_file.open_tokens(path)
     vf = token_file.open_tokens(Path(cfg.val_data)) if cfg.val_data else None
@@ -121,13 +148,12 @@ def _token_corpus(cfg: Config, path: Path) -> Corpus:
     top = max(s.max_id for s in scans)
     if top >= 2**31:
         raise UserError(f"the data holds token ids too large for int32 ({top})")
-    V = cfg.vocab_size or top + 1
-    if top >= V:
-        raise UserError(f"token id {top} in the data is out of range for vocab_size {V}")
+    V = _table_size(cfg, tok, top)
     sha = scans[0].sha256 if vf is None else hashlib.sha256(f"{scans[0].sha256}+{scans[1].sha256}".encode()).hexdigest()
     val_file, lo, hi = (vf, 0, len(vf.tokens)) if vf else (tf, n_train, len(tf.tokens))
-    return Corpus(path=path, sha256=sha, tokenizer=data_lib.TokenIds(V), train=tf.tokens[:n_train],
-                  val=val_file.tokens[lo:hi], train_file=tf,
+    return Corpus(path=path, sha256=sha, tokenizer=tok if tok is not None else TokenIds(V), vocab_size=V,
+                  train=tf.tokens[:n_train], val=val_file.tokens[lo:hi], train_file=tf,
+                  val_path=vf.path if vf else None, found_beside=found_beside,
                   **_counted(lambda: (_file_counts(tf, 0, n_train, top + 1, V),
                                       _file_counts(val_file, lo, hi, top + 1, V))))
 
@@ -141,23 +167,45 @@ def _check_lengths(cfg: Config, n_train: int, n_val: int) -> None:
         raise UserError(f"corpus too short: the val split has {n_val} token(s), at least 2 are needed")
 
 
+def _tokenizer(cfg: Config, path: Path, token_data: bool) -> tuple[Any, bool]:
+    """(the tokenizer --tokenizer names, whether it was found beside the data). None: the text's own characters,
+    or raw ids for token-id data."""
+    spec = cfg.tokenizer
+    if spec == "chars" and token_data:
+        raise UserError("--tokenizer chars takes its vocabulary from a text; token-id data is read with its "
+                        "meta.pkl, a tiktoken encoding, a tokenizer.json, or none")
+    if spec == "none" and not token_data:
+        raise UserError("--tokenizer none is for token-id data (.bin, .npy): a text is read as characters "
+                        "(the default) or with a tokenizer")
+    if spec in ("chars", "none") or (spec == "auto" and not token_data):
+        return None, False
+    if spec == "auto":  # nanoGPT's way: a data folder's meta.pkl is its tokenizer
+        beside = path.parent / "meta.pkl"
+        return (tokenizers.read_meta_pkl(beside), True) if beside.is_file() else (None, False)
+    return tokenizers.named(spec), False
+
+
 def load_corpus(cfg: Config) -> Corpus:
     """Read, tokenize and split the corpus; count every transition of each split once."""
     path = data_lib.resolve_corpus(cfg.data)
-    if path.suffix in token_file.TOKEN_SUFFIXES:
-        return _token_corpus(cfg, path)
+    token_data = path.suffix in token_file.TOKEN_SUFFIXES
+    tok, found_beside = _tokenizer(cfg, path, token_data)
+    if token_data:
+        return _token_corpus(cfg, path, tok, found_beside)
     if cfg.val_data:
         raise UserError("--val-data needs token-id --data (.bin or .npy); text data is split by --train-frac")
     st = check_regular(path)
-    if st.st_size > text_file.IN_MEMORY_MAX:
-        return _big_text_corpus(cfg, path, st)
-    text, sha = data_lib.load_text(path)
-    tok = data_lib.CharTokenizer.from_text(text)
-    if cfg.vocab_size not in (0, tok.vocab_size):
-        raise UserError(f"vocab_size applies to token-id data; this text has {tok.vocab_size} characters, "
-                        f"not {cfg.vocab_size}")
-    train, val = data_lib.split(tok.encode(text), cfg.train_frac)
-    _check_lengths(cfg, len(train), len(val))
-    V = tok.vocab_size
-    return Corpus(path=path, sha256=sha, tokenizer=tok, train=train, val=val,
-                  **_counted(lambda: (PairCounts.of(train, V), PairCounts.of(val, V))))
+    if tok is not None or st.st_size > text_file.IN_MEMORY_MAX:
+        corpus = _encoded_text_corpus(cfg, path, st, tok)
+    else:
+        text, sha = data_lib.load_text(path)
+        tok = CharTokenizer.from_text(text)
+        train, val = data_lib.split(tok.encode(text), cfg.train_frac)
+        _check_lengths(cfg, len(train), len(val))
+        corpus = Corpus(path=path, sha256=sha, tokenizer=tok, vocab_size=tok.vocab_size, train=train, val=val,
+                        **_counted(lambda: (PairCounts.of(train, tok.vocab_size), PairCounts.of(val, tok.vocab_size))))
+    if isinstance(corpus.tokenizer, CharTokenizer) and not corpus.tokenizer.source and cfg.vocab_size not in (
+            0, corpus.vocab_size):
+        raise UserError(f"vocab_size applies to token-id data and named tokenizers; this text has "
+                        f"{corpus.vocab_size} characters, not {cfg.vocab_size}")
+    return corpus

@@ -1,7 +1,6 @@
-"""Corpus, character tokenizer, train/val split and on-device batches, as in the lecture."""
+"""Corpus files, train/val split and on-device batches, as in the lecture (tokenizers: tokenizers.py)."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import urllib.request
@@ -16,73 +15,6 @@ from bigram_jax.errors import check_regular
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-
-
-@dataclasses.dataclass(frozen=True)
-class CharTokenizer:
-    """The lecture's tokenizer: vocabulary = sorted set of the corpus characters; `vocab` serializes it."""
-
-    vocab: str
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        """Build the vocabulary from a corpus."""
-        return cls("".join(sorted(set(text))))
-
-    @property
-    def vocab_size(self) -> int:
-        """V, the number of distinct characters."""
-        return len(self.vocab)
-
-    def encode(self, s: str) -> np.ndarray:
-        """String -> int32 ids; an unknown character is a UserError naming it. Vectorized: each code point (UTF-32)
-        indexes a table of ids by code point (-1: not in the vocabulary), not character by character in Python."""
-        points = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (len(s),)
-        vocab = np.frombuffer(self.vocab.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (V,)
-        top = max(int(points.max(initial=0)), int(vocab.max(initial=0)))  # at most 0x10FFFF: a table of <= 4.5 MB
-        id_of = np.full(top + 1, -1, np.int32)
-        id_of[vocab] = np.arange(len(vocab), dtype=np.int32)
-        ids = id_of[points]  # (len(s),)
-        bad = ids < 0
-        if bad.any():
-            unknown = sorted({chr(c) for c in points[bad].tolist()})
-            shown = ", ".join(repr(ch) for ch in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
-            raise UserError(f"{len(unknown)} character(s) not in the vocabulary: {shown}")
-        return ids
-
-    def decode(self, ids) -> str:
-        """Ids -> string."""
-        ids = np.asarray(ids).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise UserError(f"token ids must be in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}")
-        return "".join(self.vocab[i] for i in ids.tolist())
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenIds:
-    """Token-id data (e.g. GPT-2 BPE ids): the ids are the tokens; text in and out is whitespace-separated ids."""
-
-    vocab_size: int
-    vocab = None  # no characters to show: checkpoints record only vocab_size
-
-    def encode(self, s: str) -> np.ndarray:
-        """'12 7 400' (or comma-separated) -> int32 ids, each checked to be in [0, V)."""
-        parts = s.replace(",", " ").split()
-        if not all(p.isascii() and p.isdigit() for p in parts):
-            raise UserError(f"a token-id prompt is whitespace-separated integers, got {s[:60]!r}")
-        ids = [int(p) for p in parts]
-        if any(i >= self.vocab_size for i in ids):  # before numpy: a 25-digit id would overflow int64
-            raise UserError(f"token ids must be in [0, {self.vocab_size}), got {max(ids)}")
-        return np.array(ids, np.int32)
-
-    def decode(self, ids) -> str:
-        """Ids -> '12 7 400'."""
-        return " ".join(str(i) for i in check_ids(np.asarray(ids).reshape(-1), self.vocab_size).tolist())
-
-
-def tokenizer_for(vocab: str | None, vocab_size: int) -> CharTokenizer | TokenIds:
-    """The tokenizer a checkpoint was trained with: characters, or bare token ids."""
-    return CharTokenizer(vocab) if isinstance(vocab, str) else TokenIds(vocab_size)
 
 
 def resolve_corpus(data: str) -> Path:

@@ -110,7 +110,12 @@ def check_regular(path: Path, what: str = "data file") -> os.stat_result:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr (no usage block) and exit status 2 (through `guard`)."""
+    """argparse, but a bad flag is one line on stderr (no usage block) and exit status 2 (through `guard`), and a
+    flag is taken only as spelled: no abbreviations (--lr is not --lr-schedule)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(message)
@@ -155,10 +160,20 @@ def exit_now(rc: int) -> NoReturn:
     os._exit(rc)
 
 
+_CONSOLE_NAME: list[str] = []  # the console command running (bigram-jax-train), set by `command`
+
+
+def prog(script: str) -> str:
+    """What usage lines and errors call the running command: its console name (bigram-jax-train) when it was
+    started as one, else the script's (train.py)."""
+    return _CONSOLE_NAME[0] if _CONSOLE_NAME else script
+
+
 def command(main: Callable[[], int]) -> Callable[[], None]:
     """A console-script entry point (pyproject's [project.scripts]) that behaves as scripts/*.py do: stop
-    handlers first, then `main`, then exit_now."""
+    handlers first, then `main`, then exit_now; its usage and errors name the command."""
     def run() -> None:
+        _CONSOLE_NAME[:] = [os.path.basename(sys.argv[0])]
         install_stop_handlers()
         exit_now(main())
 

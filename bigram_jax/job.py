@@ -88,7 +88,7 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None, held: contextlib.ExitStac
     t0 = time.perf_counter()
     corpus = load_corpus(cfg)
     corpus_s = time.perf_counter() - t0
-    V = corpus.tokenizer.vocab_size
+    V = corpus.vocab_size
     say = print if parallel.is_primary() else (lambda *a, **k: None)  # one process speaks for all
     mesh = parallel.make_mesh(cfg, V)
     if cfg.top_k > V:
@@ -106,7 +106,7 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None, held: contextlib.ExitStac
     state = _initial_state(cfg, V, mesh, resume, say)
     say(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
     say(parallel.describe(mesh))
-    say(f"data: {corpus.path} ({len(corpus.train):,} train / {len(corpus.val):,} val tokens, vocab {V})")
+    say(corpus.describe())
     floor_t = evaluate.floor_train(corpus.train_counts)
     floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
     alpha_text = np.format_float_positional(alpha, precision=3, fractional=False, trim="-")  # never 1e+03

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bigram_jax.errors import OneLineParser, UserError, command, guard
+from bigram_jax.errors import OneLineParser, UserError, command, guard, prog
 
 MISSING = "--plot needs matplotlib: pip install 'bigram-jax[plot]'"
 LOSS_PNG, TRANSITIONS_PNG = "loss.png", "transitions.png"
@@ -24,6 +24,7 @@ def _figure_class() -> Any:
     """matplotlib's Figure, imported lazily (an optional extra). A bare Figure writes its PNG through Agg without
     pyplot: no window, no display, and matplotlib's backend stays whatever the process chose (a notebook's)."""
     try:
+        import matplotlib  # noqa: F401  (the package itself: a half-present install fails here)
         from matplotlib.figure import Figure  # no pyplot global state, nothing to close
     except ImportError:
         raise UserError(MISSING) from None
@@ -207,7 +208,7 @@ def write_plots(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
 def plot_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/plot.py."""
     def run() -> int:
-        p = OneLineParser(prog="plot.py", description="Write loss.png (all runs overlaid) and transitions.png "
+        p = OneLineParser(prog=prog("plot.py"), description="Write loss.png (all runs overlaid) and transitions.png "
                     "(the first run's learned vs count-based transition table).")
         p.add_argument("--run", action="append", metavar="DIR",
                        help="a training run's --out-dir; repeat to overlay runs in loss.png (default: the newest run "
@@ -223,7 +224,7 @@ def plot_main(argv: Sequence[str] | None = None) -> int:
             print(path)
         return 0
 
-    return guard("plot.py", run)
+    return guard(prog("plot.py"), run)
 
 
 plot_command = command(plot_main)

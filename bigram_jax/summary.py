@@ -9,7 +9,7 @@ import numpy as np
 
 from bigram_jax import parallel, programs
 from bigram_jax.config import Config
-from bigram_jax.data import CharTokenizer, TokenIds
+from bigram_jax.tokenizers import show
 from bigram_jax.errors import interruptible
 from bigram_jax.loss import resolve_loss
 from bigram_jax.run_dir import RunDir
@@ -18,7 +18,7 @@ from bigram_jax.sampling import generate
 
 def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) -> dict:
     """The run's figures as summary.json, with the lecture's closing sample and where the time went."""
-    cfg, V, state = job.cfg, job.corpus.tokenizer.vocab_size, trained.state
+    cfg, V, state = job.cfg, job.corpus.vocab_size, trained.state
     step, train_s = int(state.step), trained.seconds["train"]
     tokens = (step - trained.start_step) * cfg.batch_size * cfg.block_size
     summary = {
@@ -43,12 +43,12 @@ def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) 
     return summary
 
 
-def sample_text(params: dict, cfg: Config, tokenizer: CharTokenizer | TokenIds) -> str:
+def sample_text(params: dict, cfg: Config, tokenizer: Any) -> str:
     """The lecture's closing sample: `sample_tokens` tokens after a context of id 0 ('\\n' in tinyshakespeare)."""
     key = programs.run(sample_key, np.uint32(cfg.seed), out=0, profile="once")  # apart from init and batches
     idx = np.zeros((1, 1), np.int32)
     out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None)
-    return tokenizer.decode(np.asarray(out)[0])  # indexed on the host: an eager device op would cost a compile
+    return show(tokenizer, np.asarray(out)[0])  # indexed on the host: an eager device op would cost a compile
 
 
 @jax.jit

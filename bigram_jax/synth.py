@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from bigram_jax.errors import OneLineParser, UserError, command, guard
+from bigram_jax.errors import OneLineParser, UserError, command, guard, prog
 
 CHUNK = 1 << 22  # tokens drawn and written at a time: a 2B-token file needs no more memory than a small one
 
@@ -56,7 +56,7 @@ def write_synth(out: Path, vocab_size: int, tokens: int, successors: int, seed: 
 
 def _main(argv: Sequence[str] | None) -> int:
     """Parse flags and write the file (never over an existing one)."""
-    p = OneLineParser(prog="synth_tokens.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=prog("synth_tokens.py"), description=__doc__.splitlines()[0])
     p.add_argument("--vocab-size", type=int, default=8000, help="V (default: 8000)")
     p.add_argument("--tokens", type=int, default=4_000_000, help="corpus length (default: 4,000,000)")
     p.add_argument("--successors", type=int, default=16, help="K, successors of each token (default: 16)")
@@ -87,7 +87,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/synth_tokens.py."""
-    return guard("synth_tokens.py", lambda: _main(argv))
+    return guard(prog("synth_tokens.py"), lambda: _main(argv))
 
 
 synth_command = command(main)

@@ -1,27 +1,36 @@
-"""Text corpora too big to decode at once: encoded once, streaming, into a cached token file with its vocabulary.
+"""Text corpora encoded once, streaming, into a cached token file: texts too big to decode at once (the lecture's
+characters), and every text read with a named tokenizer (meta.pkl, tiktoken, tokenizer.json), whatever its size.
 
-Two passes of CHUNK bytes over the size the file had when the run saw it: the first checks the UTF-8, hashes the
-file and collects its characters (the lecture's vocabulary: their sorted set); the second writes each character's
-id as uint16 into the cache, hashing again. A file that changes between or during the passes (appended to, rewritten)
-fails the second pass's checks: one clear error, never ids of another text. From then on the corpus is a token file
-like nanoGPT's train.bin (memory-mapped, counted by the streaming pass), and a later run finds it in the cache.
-Runs that start together on one new text take turns (a lock): the first encodes, the others read its result.
+Reads of CHUNK bytes over the size the file had when the run saw it. A text is encoded line by line: it is cut
+where a line begins (a newline followed by a non-space character), which the split patterns of GPT-2, cl100k and
+o200k never cross, so for those the ids equal an encoding of the whole text; the batch items sent to the
+tokenizer's batch API (all cores) end at the first line start after every ITEM_CHARS characters of the file, so
+the ids never depend on the read size or on the text's length. The lecture's characters take a first pass
+that collects them (the vocabulary). The file must not change meanwhile: the second pass hashes it again, and a
+character the first did not see, another hash or another identity afterwards is one clear error. Runs that start
+together on one new text take turns (a lock): the first encodes, the others read its result.
 """
 from __future__ import annotations
 
 import codecs
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bigram_jax import cache, locks
 from bigram_jax.errors import UserError
+from bigram_jax.tokenizers import CharTokenizer
 
-IN_MEMORY_MAX = 256 << 20  # bytes of text decoded at once, as the lecture does; larger files are streamed
+IN_MEMORY_MAX = 256 << 20  # bytes of text the lecture's characters decode at once; larger files are streamed
 CHUNK = 16 << 20  # bytes per read
+ITEM_CHARS = 1 << 16  # a batch item ends at the first line start after each multiple of this many characters
+MAX_LINE = 1 << 26  # characters a line may have: the text is encoded a line (at least) at a time
+_LINE_START = re.compile(r"\n(?=\S)")
 
 
 def _decoded(path: Path, size: int):
@@ -60,47 +69,76 @@ def _vocab_and_sha(path: Path, size: int) -> tuple[str, str]:
     return "".join(map(chr, seen.tolist())), h.hexdigest()
 
 
+def _items(text: str, offset: int, final: bool, path: Path) -> tuple[list[str], str]:
+    """(batch items, the rest) of `text`, which begins at character `offset` of the file: an item ends at the first
+    line start at or after each multiple of ITEM_CHARS; the rest waits for the next read (all of it, if final)."""
+    starts = np.fromiter((m.end() for m in _LINE_START.finditer(text)), np.int64) + offset  # absolute, sorted
+    targets = np.arange((offset // ITEM_CHARS + 1) * ITEM_CHARS, offset + len(text) + 1, ITEM_CHARS)
+    found = np.searchsorted(starts, targets)
+    bounds = [0, *(np.unique(starts[found[found < len(starts)]]) - offset).tolist()]
+    if final:
+        bounds.append(len(text))
+    elif len(text) - bounds[-1] > MAX_LINE:
+        raise UserError(f"{path} has a line of over {MAX_LINE:,} characters: a text is encoded a line at a time "
+                        "(a line starts where a non-space character follows a newline)")
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a], text[bounds[-1]:]
+
+
 def _changed(path: Path) -> UserError:
     return UserError(f"data file {path} changed while it was encoded: run again once nothing writes to it")
 
 
-def _encode(path: Path, st: os.stat_result, vocab: str, sha: str, out: Path) -> int:
-    """Pass 2: the ids of the file's characters into `out` (uint16); the number of tokens."""
-    table, h, n = _points(vocab), hashlib.sha256(), 0  # sorted: a character's id is its index
+def _encode(path: Path, st: os.stat_result, tok: Any, sha: str | None, out: Path, dtype: str) -> str:
+    """The ids of the file's text into `out`; its sha256 (checked against pass 1's `sha`, when there was one)."""
+    h, rest, offset = hashlib.sha256(), "", 0
     with open(out, "wb") as f:
         for raw, text in _decoded(path, st.st_size):
             h.update(raw)
-            points = _points(text)
-            ids = np.minimum(np.searchsorted(table, points), len(table) - 1)
-            if not np.array_equal(table[ids], points):  # a character pass 1 did not see: the file changed
-                raise _changed(path)
-            ids.astype("<u2").tofile(f)
-            n += len(ids)
-    if h.hexdigest() != sha or not cache.same_file(cache.identity(path, st), path.stat()):
+            items, new_rest = _items(rest + text, offset, not raw, path)
+            offset += len(rest) + len(text) - len(new_rest)
+            rest = new_rest
+            try:
+                ids = tok.encode_batch(items)
+            except UserError:
+                if sha is None:  # a named table that lacks a character of the text
+                    raise
+                raise _changed(path) from None  # a character pass 1 did not see: the file changed
+            for piece in ids:
+                piece.astype(dtype).tofile(f)
+    if (sha is not None and h.hexdigest() != sha) or not cache.same_file(cache.identity(path, st), path.stat()):
         raise _changed(path)
-    return n
+    return h.hexdigest()
 
 
-def encode_to_cache(path: Path, st: os.stat_result) -> tuple[Path, str, str]:
-    """(cached token file, vocabulary, sha256 of the text) for a large text file; encoded now unless cached."""
-    folder = cache.source_folder("text", path)
-    entry, key = folder / "encoding.entry", {"kind": "text", "name": "encoding", "source": cache.identity(path, st)}
+def encode_to_cache(path: Path, st: os.stat_result, tok: Any = None) -> tuple[Path, str, Any, str]:
+    """(cached token file, its dtype, the tokenizer, sha256 of the text) for a text file and a tokenizer (None:
+    its own characters, collected by a first pass); encoded now unless the cache holds it."""
+    name = tok.identity[:20] if tok is not None else "chars"
+    folder = cache.source_folder("text", path) / name
+    entry = folder / "encoding.entry"
+    key = {"kind": "text", "name": name, "source": cache.identity(path, st)}
     bin_path = folder / "tokens.bin"
     folder.mkdir(parents=True, exist_ok=True)
     with locks.acquire(folder / "lock", wait=True):  # runs started together: one encodes, the others wait for it
         found = cache.read(entry, key)
         if found is not None and bin_path.exists() and cache.same_file(
                 {"stat": found["tokens_file"].tolist()}, bin_path.stat()):
-            return bin_path, str(found["vocab"]), str(found["sha256"])
-        vocab, sha = _vocab_and_sha(path, st.st_size)
+            vocab = str(found["vocab"])
+            return bin_path, str(found["dtype"]), tok if tok is not None else CharTokenizer(vocab), str(found["sha256"])
+        first_sha = None
+        if tok is None:
+            vocab, first_sha = _vocab_and_sha(path, st.st_size)
+            tok = CharTokenizer(vocab)
+        dtype = "<u2" if tok.vocab_size <= 1 << 16 else "<u4"
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as f:
             tmp = Path(f.name)
         try:
-            if _encode(path, st, vocab, sha, tmp) == 0:
+            sha = _encode(path, st, tok, first_sha, tmp, dtype)
+            if tmp.stat().st_size == 0:
                 raise UserError(f"data file is empty: {path}")
             os.replace(tmp, bin_path)
         finally:
             tmp.unlink(missing_ok=True)
-        stored = cache.identity(bin_path)["stat"]
-        cache.write(entry, key, {"vocab": np.array(vocab), "sha256": np.array(sha), "tokens_file": np.array(stored)})
-    return bin_path, vocab, sha
+        cache.write(entry, key, {"vocab": np.array(getattr(tok, "vocab", None) or ""), "sha256": np.array(sha),
+                                 "dtype": np.array(dtype), "tokens_file": np.array(cache.identity(bin_path)["stat"])})
+    return bin_path, dtype, tok, sha

@@ -57,16 +57,19 @@ class TokenFile:
                             f"{st.st_size} bytes, or rewritten): stopped rather than train on other data")
 
 
-def open_tokens(path: Path) -> TokenFile:
-    """Memory-map a token file and check its layout (not its values: `scan` reads those)."""
+def open_tokens(path: Path, dtype: str | None = None) -> TokenFile:
+    """Memory-map a token file and check its layout (not its values: `scan` reads those). `dtype`: of a flat file
+    (the cache's encodings); else by the suffix, .bin being nanoGPT's uint16."""
     st = check_regular(path)
     if st.st_size == 0:
         raise UserError(f"data file is empty: {path}")
     try:
-        if path.suffix == ".bin":
-            if st.st_size % 2:
-                raise UserError(f"{path} is not a flat uint16 token file: its size ({st.st_size} bytes) is odd")
-            tokens, offset = np.memmap(path, dtype="<u2", mode="r"), 0
+        if dtype is not None or path.suffix == ".bin":
+            item = np.dtype(dtype or "<u2").itemsize
+            if st.st_size % item:
+                raise UserError(f"{path} is not a flat uint{8 * item} token file: its size ({st.st_size} bytes) "
+                                f"{'is odd' if item == 2 else f'is not a multiple of {item}'}")
+            tokens, offset = np.memmap(path, dtype=dtype or "<u2", mode="r"), 0
         else:
             tokens = np.load(path, mmap_mode="r", allow_pickle=False)
             offset = getattr(tokens, "offset", 0)

@@ -48,7 +48,7 @@ def test_file_counts_match_the_in_memory_split(tmp_path, monkeypatch):
     np.save(tmp_path / "t.npy", ids.astype(np.int32))
     monkeypatch.setattr(token_file, "CHUNK", 777)
     c = load_corpus(make_config({"data": str(tmp_path / "t.npy"), "vocab_size": 64}))
-    assert isinstance(c.train, np.memmap) and c.tokenizer.vocab_size == 64  # mapped, never converted whole
+    assert isinstance(c.train, np.memmap) and c.vocab_size == 64  # mapped, never converted whole
     np.testing.assert_array_equal(c.train_counts.dense(), dense_counts(ids[:4500], 64))
     np.testing.assert_array_equal(c.val_counts.dense(), PairCounts.of(ids[4500:], 64).dense())
 

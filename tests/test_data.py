@@ -12,7 +12,7 @@ import pytest
 from bigram_jax import data as data_lib
 from bigram_jax import token_file
 from bigram_jax.errors import UserError
-from bigram_jax.data import CharTokenizer
+from bigram_jax.tokenizers import CharTokenizer
 
 
 def test_vocab_is_sorted_set_of_corpus(shakespeare_text):
@@ -179,9 +179,11 @@ def test_bad_token_arrays_are_user_errors(tmp_path, array, msg):
 
 
 def test_token_ids_tokenizer():
-    tok = data_lib.TokenIds(100)
+    from bigram_jax.tokenizers import TokenIds, from_record
+
+    tok = TokenIds(100)
     assert tok.encode("3 14, 15").tolist() == [3, 14, 15] and tok.decode([3, 14, 15]) == "3 14 15"
-    assert data_lib.tokenizer_for(None, 100) == tok and data_lib.tokenizer_for("ab", 2) == CharTokenizer("ab")
+    assert from_record(None, None, 100) == tok and from_record(None, "ab", 2) == CharTokenizer("ab")
     with pytest.raises(UserError, match="token ids must be in"):
         tok.encode("100")
     with pytest.raises(UserError, match="whitespace-separated integers"):
@@ -196,10 +198,10 @@ def test_token_corpus_split_and_separate_val_file(tmp_path):
     ids.astype("<u2").tofile(tmp_path / "train.bin")
     (np.arange(100) % 37).astype("<u2").tofile(tmp_path / "val.bin")
     c = load_corpus(make_config({"data": str(tmp_path / "train.bin")}))
-    assert c.tokenizer.vocab_size == 37 and len(c.train) == 900 and len(c.val) == 100 and c.tokenizer.vocab is None
+    assert c.vocab_size == c.tokenizer.vocab_size == 37 and len(c.train) == 900 and len(c.val) == 100 and c.tokenizer.vocab is None
     c = load_corpus(make_config({"data": str(tmp_path / "train.bin"), "val_data": str(tmp_path / "val.bin"),
                                  "vocab_size": 64}))
-    assert c.tokenizer.vocab_size == 64 and len(c.train) == 1000 and len(c.val) == 100
+    assert c.vocab_size == c.tokenizer.vocab_size == 64 and len(c.train) == 1000 and len(c.val) == 100
     assert c.train_counts.n.sum() == 999 and c.val_counts.vocab_size == 64
     with pytest.raises(UserError, match="token id 36 in the data is out of range for vocab_size 30"):
         load_corpus(make_config({"data": str(tmp_path / "train.bin"), "vocab_size": 30}))

@@ -15,7 +15,7 @@ import pytest
 from bigram_jax import program_key, programs
 from bigram_jax.config import FIELDS, RUN_ONLY, Config
 from bigram_jax.counts import dense_counts
-from bigram_jax.data import CharTokenizer
+from bigram_jax.tokenizers import CharTokenizer
 from bigram_jax.model import table_of
 from bigram_jax.evaluate import exact_loss
 from bigram_jax.sampling import _sample

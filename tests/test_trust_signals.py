@@ -2,14 +2,12 @@
 rotation under a reader, and the process-wide state the library leaves alone. Real processes, real signals."""
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import shutil
 import signal
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -61,9 +59,11 @@ def test_hangup_and_user_signals_save_and_stop_as_sigterm_does(tmp_path, sig):
     resumes(out)
 
 
-def _controlling_terminal() -> None:
-    """In the child, after setsid: make its stdin (the pty's slave) its controlling terminal."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def train_after(setup: str, *argv: str) -> list[str]:
+    """A command line that runs the Python `setup` in the child, then becomes scripts/train.py `argv` (the same
+    process: exec). Unlike preexec_fn, it needs no fork of this multithreaded (JAX) process."""
+    then = "\nimport os, sys\nos.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+    return [sys.executable, "-c", setup + then, str(ROOT / "scripts" / "train.py"), *argv]
 
 
 def test_a_hung_up_terminal_saves_and_stops_the_run(tmp_path):
@@ -71,9 +71,9 @@ def test_a_hung_up_terminal_saves_and_stops_the_run(tmp_path):
     then fails every write to it: it still exits 129 within 30 s and leaves a checkpoint that --resume continues."""
     out = tmp_path / "run"
     master, slave = os.openpty()
-    p = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "--out-dir", str(out), *LONG],
-                         stdin=slave, stdout=slave, stderr=slave, env=env_of(), start_new_session=True,
-                         preexec_fn=_controlling_terminal)
+    take_terminal = "import fcntl, termios\nfcntl.ioctl(0, termios.TIOCSCTTY, 0)"  # after setsid: stdin's pty
+    p = subprocess.Popen(train_after(take_terminal, "--out-dir", str(out), *LONG), stdin=slave, stdout=slave,
+                         stderr=slave, env=env_of(), start_new_session=True)
     os.close(slave)
     seen, deadline = b"", time.time() + 120
     try:
@@ -95,9 +95,9 @@ def test_a_hung_up_terminal_saves_and_stops_the_run(tmp_path):
 
 def test_a_signal_the_parent_ignores_stays_ignored(tmp_path):
     """Issue 20, case 7: a run started with SIGHUP ignored (as under nohup) is not stopped by SIGHUP."""
-    p = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "--out-dir", str(tmp_path / "run"),
-                          *LONG], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_of(),
-                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    nohup = "import signal\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)"
+    p = subprocess.Popen(train_after(nohup, "--out-dir", str(tmp_path / "run"), *LONG), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env_of())
     try:
         wait_for(p, "step 100:")
         p.send_signal(signal.SIGHUP)

@@ -1,16 +1,17 @@
 """Commands that move a table between bigram_jax checkpoints and torch state_dict (.pt) files."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
 from bigram_jax.config import make_config
-from bigram_jax.errors import OneLineParser, UserError, command, guard
+from bigram_jax.errors import OneLineParser, UserError, command, guard, prog
 
 
 def _export(argv: Sequence[str] | None) -> int:
     """bigram_jax checkpoint -> torch state_dict file."""
-    p = OneLineParser(prog="export_torch.py", description="Write a checkpoint's table as a torch state_dict (.pt).")
+    p = OneLineParser(prog=prog("export_torch.py"), description="Write a checkpoint's table as a torch state_dict (.pt).")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run's out-dir or its checkpoints folder")
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the state_dict")
@@ -20,20 +21,24 @@ def _export(argv: Sequence[str] | None) -> int:
 
     ck = load_checkpoint(args.checkpoint, args.step)
     out = Path(args.out)
-    if out.exists():
-        raise UserError(f"{out} exists; choose another --out (nothing was changed)")
+    beside = out.with_suffix(".tokenizer.json")  # what the ids mean: the checkpoint's tokenizer record
+    for path in (out, beside):
+        if path.exists():
+            raise UserError(f"{path} exists; choose another --out (nothing was changed)")
     save_torch_state_dict(ck.params, out)
-    V = ck.meta["vocab_size"]
-    vocab = f"vocabulary (id order): {ck.vocab!r}" if ck.vocab is not None else "token ids"
-    print(f"wrote {out}: token_embedding_table.weight {V}x{V} from step {ck.step}; {vocab}")
+    V, record = ck.meta["vocab_size"], ck.tokenizer.record()
+    beside.write_text(json.dumps({"vocab_size": V, "tokenizer": record}, ensure_ascii=False) + "\n")
+    print(f"wrote {out}: token_embedding_table.weight {V}x{V} from step {ck.step}; and {beside}: its tokenizer, "
+          f"{ck.tokenizer.describe()}")
     return 0
 
 
 def _import(argv: Sequence[str] | None) -> int:
     """torch state_dict file -> a bigram_jax checkpoint (step 0) that train.py --resume and sample.py accept."""
-    p = OneLineParser(prog="import_torch.py", description="Make a bigram_jax checkpoint from a torch state_dict (.pt).")
+    p = OneLineParser(prog=prog("import_torch.py"), description="Make a bigram_jax checkpoint from a torch state_dict (.pt).")
     p.add_argument("--state-dict", required=True, metavar="FILE.pt", help="torch_ref BigramLanguageModel state_dict")
     p.add_argument("--data", default="tinyshakespeare", help="the corpus the table was trained on (its vocabulary)")
+    p.add_argument("--tokenizer", default="auto", help="the tokenizer of --data, as train.py's --tokenizer")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="new run directory for the checkpoint")
     args = p.parse_args(argv)
     import jax.numpy as jnp
@@ -45,9 +50,9 @@ def _import(argv: Sequence[str] | None) -> int:
     from bigram_jax.train import init_state
     from torch_ref.convert import load_torch_state_dict, torch_to_flax
 
-    cfg = make_config({"data": args.data, "out_dir": args.out_dir, "max_iters": 0})
+    cfg = make_config({"data": args.data, "tokenizer": args.tokenizer, "out_dir": args.out_dir, "max_iters": 0})
     corpus = load_corpus(cfg)
-    V = corpus.tokenizer.vocab_size
+    V = corpus.vocab_size
     params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
     losses = [evaluate.exact(params, evaluate.device_counts(c, jnp.float32, jnp.asarray))
               for c in (corpus.train_counts, corpus.val_counts)]
@@ -60,12 +65,12 @@ def _import(argv: Sequence[str] | None) -> int:
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/export_torch.py."""
-    return guard("export_torch.py", lambda: _export(argv))
+    return guard(prog("export_torch.py"), lambda: _export(argv))
 
 
 def import_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/import_torch.py."""
-    return guard("import_torch.py", lambda: _import(argv))
+    return guard(prog("import_torch.py"), lambda: _import(argv))
 
 
 export_command = command(export_main)

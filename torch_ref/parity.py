@@ -15,7 +15,8 @@ import torch
 
 from bigram_jax.config import Config
 from bigram_jax.errors import OneLineParser, UserError, guard
-from bigram_jax.data import CharTokenizer, load_text, resolve_corpus, split
+from bigram_jax.data import load_text, resolve_corpus, split
+from bigram_jax.tokenizers import CharTokenizer
 from torch_ref.checks import (CASES64, P_MIN, Result, check_checkpoint, check_logits, check_loss_grad, check_sampling,
                               check_training, cpu_highest, random_model)
 from torch_ref.convert import flax_to_torch, load_torch_state_dict, save_torch_state_dict, torch_to_flax

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bigram_jax.errors import OneLineParser, command, guard
+from bigram_jax.errors import OneLineParser, command, guard, prog
 
 from .paths import ROOT
 
@@ -20,7 +20,7 @@ DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 
 def parser() -> OneLineParser:
     """The flags of scripts/bench.py."""
-    p = OneLineParser(prog="bench.py", description="Benchmark bigram_jax against the lecture's torch code.")
+    p = OneLineParser(prog=prog("bench.py"), description="Benchmark bigram_jax against the lecture's torch code.")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of every section (~1 minute)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {','.join(SECTIONS)}")
     p.add_argument("--repeats", type=int, help="timed blocks per figure (default: 5; 2 with --quick)")
@@ -113,7 +113,7 @@ def _bench(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/bench.py: user errors as one line on stderr."""
-    return guard("bench.py", lambda: _bench(argv))
+    return guard(prog("bench.py"), lambda: _bench(argv))
 
 
 bench_command = command(main)

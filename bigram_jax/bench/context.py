@@ -63,7 +63,7 @@ class Ctx:
     @property
     def V(self) -> int:
         """Vocabulary size."""
-        return self.corpus.tokenizer.vocab_size
+        return self.corpus.vocab_size
 
     def time(self, fns: dict[str, Fn], repeats: int = 0) -> dict[str, float]:
         """median_per_unit with this run's block size and repeats (at most `repeats` when given)."""

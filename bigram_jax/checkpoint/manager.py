@@ -116,7 +116,9 @@ class Checkpoints:
         if not meta_is_intact(meta):
             raise UserError(f"checkpoint at step {step} in {self.directory} has damaged metadata: it fails its "
                             "checksum (edited, or corrupted)")
-        if not isinstance(meta.get("vocab"), str):  # token-id runs record only the size
+        if not isinstance(meta.get("tokenizer", {}), dict):
+            raise bad
+        if not isinstance(meta.get("vocab"), str):  # runs of other tokenizers record only the size
             if not isinstance(meta.get("vocab_size"), int) or meta["vocab_size"] < 1:
                 raise bad
             meta["vocab"] = None

@@ -10,6 +10,8 @@ from bigram_jax import parallel, run_dir
 from bigram_jax.checkpoint.manager import Checkpoints, run_checkpoint_dir
 from bigram_jax.config import FIELDS, Config, make_config
 from bigram_jax.errors import UserError
+from bigram_jax.token_file import TOKEN_SUFFIXES
+from bigram_jax.tokenizers import describe_record, record_identity
 
 # settings of the machine a run happens to use, not of the run: a resumed run does not inherit them
 MACHINE_KEYS = ("out_dir", "model_parallel", "data_on")
@@ -95,16 +97,20 @@ def _meta_or_say_which(ckpts: Checkpoints, step: int) -> dict:
 
 
 def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
-    """Refuse to resume a checkpoint made for another vocabulary or data file (unless allowed)."""
-    meta, cfg = resume.meta, resume.cfg
-    vocab, V = corpus.tokenizer.vocab, corpus.tokenizer.vocab_size
+    """Refuse to resume a checkpoint made for another tokenizer, vocabulary or data file (unless allowed)."""
+    meta, cfg, V = resume.meta, resume.cfg, corpus.vocab_size
     had = meta.get("vocab_size") or len(meta.get("vocab") or "")
     if had != V:
         raise UserError(f"checkpoint table is {had}x{had} but this data has a vocabulary of {V}: "
                         "it cannot be resumed on this data")
-    problems = []
-    if meta.get("vocab") != vocab:
-        problems.append("vocabulary differs")
+    problems, notes = [], []
+    old_id, new_id = record_identity(meta.get("tokenizer"), meta.get("vocab")), corpus.tokenizer.identity
+    if old_id != new_id:
+        what = f"tokenizer differs ({describe_record(meta.get('tokenizer'), meta.get('vocab'))} vs " \
+               f"{corpus.tokenizer.describe()})"
+        # token-id data keeps its ids whatever decodes them: adding or dropping a tokenizer changes only the text
+        token_data = corpus.path.suffix in TOKEN_SUFFIXES
+        (notes if token_data and "ids" in (old_id, new_id) else problems).append(what)
     if meta.get("data_sha256") != corpus.sha256:
         problems.append(f"data file differs (sha256 {str(meta.get('data_sha256'))[:12]}... vs "
                         f"{corpus.sha256[:12]}...)")
@@ -116,6 +122,8 @@ def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
     if changed or problems:
         say(f"note: resuming with changes ({', '.join(problems + changed)}): "
             "the result will differ from an uninterrupted run")
+    for n in notes:
+        say(f"note: {n}: the same ids, decoded from now on with {corpus.tokenizer.describe()}")
 
 
 def _versions() -> dict[str, str]:
@@ -130,7 +138,9 @@ def _versions() -> dict[str, str]:
 
 
 def make_meta(cfg: Config, corpus: Any, train_loss: float, val_loss: float) -> dict:
-    """The JSON metadata stored with each checkpoint: the checkpoint carries its config."""
-    return {"config": cfg.to_dict(), "vocab": corpus.tokenizer.vocab, "vocab_size": corpus.tokenizer.vocab_size,
+    """The JSON metadata stored with each checkpoint: the checkpoint carries its config and its tokenizer (`vocab`:
+    the characters of a character table, for readers of older versions; None otherwise)."""
+    return {"config": cfg.to_dict(), "tokenizer": corpus.tokenizer.record(),
+            "vocab": getattr(corpus.tokenizer, "vocab", None), "vocab_size": corpus.vocab_size,
             "data_sha256": corpus.sha256, "data_path": str(corpus.path),
             "train_loss": train_loss, "val_loss": val_loss, "versions": _versions()}
