@@ -15,7 +15,12 @@ from typing import Callable, NoReturn
 
 
 class UserError(Exception):
-    """A problem with the user's input: reported as one line on stderr, never a traceback."""
+    """A problem with the user's input: reported as one line on stderr, never a traceback. `cli`: the same line
+    in the commands' terms (flags), where the message itself speaks of the Python API."""
+
+    def __init__(self, message: str, cli: str | None = None):
+        super().__init__(message)
+        self.cli = cli
 
 
 class Interrupted(Exception):
@@ -126,7 +131,7 @@ def guard(prog: str, fn: Callable[[], int]) -> int:
     try:
         return fn()
     except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e.cli or e}", file=sys.stderr)
         return 2
     except Interrupted as e:
         name = signal.Signals(e.signum).name

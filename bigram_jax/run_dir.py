@@ -36,8 +36,10 @@ def claim(out_dir: Path, fresh: bool) -> IO:
         raise UserError(f"--out-dir {out_dir} is a file, not a folder")
     found = holds_run(out_dir) if fresh else []
     if found:
-        raise UserError(f"{out_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
-                        "or choose another --out-dir (nothing was changed)")
+        held = f"{out_dir} already holds a run ({', '.join(found)})"
+        raise UserError(f"{held}: continue it with train_and_evaluate(cfg, resume=open_resume({{'out_dir': ...}})), "
+                        "or give another out_dir (nothing was changed)",
+                        cli=f"{held}: pass --resume to continue it, or choose another --out-dir (nothing was changed)")
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = locks.acquire(out_dir / LOCK, wait=False)  # (the file stays empty)
@@ -45,7 +47,8 @@ def claim(out_dir: Path, fresh: bool) -> IO:
         raise UserError(f"cannot lock the run folder: {out_dir / LOCK} is not a plain file ({e.strerror}); "
                         "move it aside") from None
     if lock is None:
-        raise UserError(f"{out_dir} is in use by another run: wait for it to end, or choose another --out-dir")
+        raise UserError(f"{out_dir} is in use by another run: wait for it to end, or give another out_dir",
+                        cli=f"{out_dir} is in use by another run: wait for it to end, or choose another --out-dir")
     return lock
 
 

@@ -1,11 +1,11 @@
 """Text corpora encoded once, streaming, into a cached token file: texts too big to decode at once (the lecture's
 characters), and every text read with a named tokenizer (meta.pkl, tiktoken, tokenizer.json), whatever its size.
 
-Reads of CHUNK bytes over the size the file had when the run saw it. A text is encoded line by line: it is cut
-where a line begins (a newline followed by a non-space character), which the split patterns of GPT-2, cl100k and
-o200k never cross, so for those the ids equal an encoding of the whole text; the batch items sent to the
-tokenizer's batch API (all cores) end at the first line start after every ITEM_CHARS characters of the file, so
-the ids never depend on the read size or on the text's length. The lecture's characters take a first pass
+Reads of CHUNK bytes over the size the file had when the run saw it. A text is encoded line by line: it may be
+cut after a line break with a non-space character on either side. The split patterns of GPT-2, cl100k and o200k
+end a piece there, whatever follows (for GPT-2's, a CR LF line end is the one exception), so the ids equal an
+encoding of the whole text. The batch items sent to the tokenizer's batch API (all cores) end at the first such
+cut after every ITEM_CHARS characters of the file: the ids never depend on the read size or the text's length. The lecture's characters take a first pass
 that collects them (the vocabulary). The file must not change meanwhile: the second pass hashes it again, and a
 character the first did not see, another hash or another identity afterwards is one clear error. Runs that start
 together on one new text take turns (a lock): the first encodes, the others read its result.
@@ -30,7 +30,7 @@ IN_MEMORY_MAX = 256 << 20  # bytes of text the lecture's characters decode at on
 CHUNK = 16 << 20  # bytes per read
 ITEM_CHARS = 1 << 16  # a batch item ends at the first line start after each multiple of this many characters
 MAX_LINE = 1 << 26  # characters a line may have: the text is encoded a line (at least) at a time
-_LINE_START = re.compile(r"\n(?=\S)")
+_LINE_START = re.compile(r"(?<=\S)\r?\n(?=\S)")  # a cut: after a line break with non-space on either side
 
 
 def _decoded(path: Path, size: int):
@@ -69,7 +69,7 @@ def _vocab_and_sha(path: Path, size: int) -> tuple[str, str]:
     return "".join(map(chr, seen.tolist())), h.hexdigest()
 
 
-def _items(text: str, offset: int, final: bool, path: Path) -> tuple[list[str], str]:
+def batch_items(text: str, offset: int, final: bool, path: Path) -> tuple[list[str], str]:
     """(batch items, the rest) of `text`, which begins at character `offset` of the file: an item ends at the first
     line start at or after each multiple of ITEM_CHARS; the rest waits for the next read (all of it, if final)."""
     starts = np.fromiter((m.end() for m in _LINE_START.finditer(text)), np.int64) + offset  # absolute, sorted
@@ -79,8 +79,8 @@ def _items(text: str, offset: int, final: bool, path: Path) -> tuple[list[str], 
     if final:
         bounds.append(len(text))
     elif len(text) - bounds[-1] > MAX_LINE:
-        raise UserError(f"{path} has a line of over {MAX_LINE:,} characters: a text is encoded a line at a time "
-                        "(a line starts where a non-space character follows a newline)")
+        raise UserError(f"{path} has no line break between non-space characters for {MAX_LINE:,} characters: a "
+                        "text is encoded a line at a time")
     return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a], text[bounds[-1]:]
 
 
@@ -94,7 +94,7 @@ def _encode(path: Path, st: os.stat_result, tok: Any, sha: str | None, out: Path
     with open(out, "wb") as f:
         for raw, text in _decoded(path, st.st_size):
             h.update(raw)
-            items, new_rest = _items(rest + text, offset, not raw, path)
+            items, new_rest = batch_items(rest + text, offset, not raw, path)
             offset += len(rest) + len(text) - len(new_rest)
             rest = new_rest
             try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, run_script
 
-SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "startup", "limits", "corpus")
+SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "startup", "limits", "corpus", "tokenize")
 # fitted exponents can come out at or below zero at --quick sizes; errors and load can be exactly zero
 MAY_BE_ZERO = {"ours_exponent", "lecture_exponent", "exact_vs_float64", "estimate_abs_error_median",
                "estimate_abs_error_max", "loadavg", "sizes"}
@@ -50,6 +50,9 @@ def check_json(doc: dict) -> None:
     parts = {"before_job", "data", "counts", "compile", "train", "eval", "checkpoints", "sample", "exit"}
     assert parts <= set(res["startup"]["job_breakdown_s"])
     assert set(res["corpus"]["runs"]) == {"100000", "2000000"} and res["corpus"]["gpt2_vocab"]["peak_rss_mib"] > 0
+    tok = res["tokenize"]  # every contender encoded the whole text into the same number of tokens
+    assert set(tok["library"]) == {"lines", "items"} and tok["text_mb"] >= 3
+    assert tok["library"]["items"]["tokens"] == tok["first"]["tokens"] == tok["second"]["tokens"] > 0
     figures = list(numbers(res))
     assert len(figures) > 100
     for path, v in figures:

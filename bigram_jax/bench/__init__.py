@@ -4,6 +4,7 @@
 - `context`: what the sections measure (`Sizes`) and what they share (`Ctx`);
 - `sections`: compile, train, scale and generate; `evaluation`: exact against estimated losses;
   `whole_job`: scripts/train.py against the lecture's script as processes; `limits`: this machine's peak rates;
+  `corpus_size`: whole runs from 1M to 2B tokens; `tokenize`: a large text through a BPE tokenizer.json;
 - `machine`: the machine and library versions a run names; `paths`: repo-relative paths for anything shown;
 - `tables`: the figures as markdown tables; `page`: docs/benchmarks.md; `cli`: the command.
 

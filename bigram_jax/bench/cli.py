@@ -14,7 +14,8 @@ from bigram_jax.errors import OneLineParser, command, guard, prog
 
 from .paths import ROOT
 
-SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "startup", "limits", "corpus")  # in the order they run
+SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "startup", "limits", "corpus",
+            "tokenize")  # in the order they run
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 
 
@@ -48,6 +49,7 @@ def run(args) -> tuple[dict, Path]:
     from .context import QUICK, Ctx, Sizes
     from .corpus_size import sec_corpus
     from .startup import sec_startup
+    from .tokenize import sec_tokenize
     from .evaluation import sec_eval
     from .limits import sec_limits
     from .machine import describe
@@ -56,7 +58,7 @@ def run(args) -> tuple[dict, Path]:
 
     fns = {"compile": sec_compile, "train": sec_train, "scale": sec_scale, "generate": sec_generate,
            "eval": sec_eval, "job": sec_job, "limits": sec_limits, "corpus": sec_corpus,
-           "startup": sec_startup}
+           "startup": sec_startup, "tokenize": sec_tokenize}
     sizes = QUICK if args.quick else Sizes()
     c = Ctx(sizes, args.repeats or (2 if args.quick else 5), load_corpus(Config()))
     load_start = os.getloadavg()
