@@ -30,3 +30,23 @@ def test_every_config_key_is_documented():
     assert all(f.metadata.get("help") for f in FIELDS.values())
     readme = (ROOT / "README.md").read_text()
     assert all(f"--{k.replace('_', '-')}" in readme for k in FIELDS)
+
+
+def test_the_orbax_snippet_reads_a_checkpoint_without_bigram_jax(tmp_path):
+    """The README's "read with orbax alone" block, run as written in a folder holding runs/demo: it loads the
+    latest step's table and metadata, and bigram_jax is never imported."""
+    import subprocess
+    import sys
+
+    from tests.conftest import run_script
+
+    text = (ROOT / "README.md").read_text().split("### A checkpoint read with orbax alone", 1)[1]
+    snippet = re.search(r"```python\n(.+?)\n```", text, flags=re.S).group(1)
+    r = run_script("train.py", "--max-iters", "100", "--eval-interval", "50", "--sample-tokens", "0", "--out-dir",
+                   "runs/demo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    check = snippet + "\nimport sys\nassert 'bigram_jax' not in sys.modules\nprint(float(table.sum()))\n"
+    r = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={"PATH": "", "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[:5] == ["100", "(65,", "65)", "chars", "0.01"], r.stdout  # step, shape, tokenizer, lr
