@@ -65,7 +65,7 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
     if idx.ndim != 2 or idx.shape[1] < 1:
         raise UserError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
     if n == 0:
-        return jnp.asarray(idx)
+        return jax.device_put(idx)  # a transfer: jnp.asarray of a host array compiles a program (lax.stage)
     # a temperature below float32's smallest normal (even 1e-45) samples as that one: both are the greedy limit
     t = np.asarray(max(t, float(jnp.finfo(table.dtype).tiny)), table.dtype)
     # host inputs (numpy), host output: also right when the table is spread over several processes
@@ -74,7 +74,7 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
                                max_new_tokens=n, top_k=top_k, sampler=sampler)  # (B, N), ()
     if not bool(finite):  # checked in the same program: a separate check would be two more compiles
         raise UserError("the table holds NaN or infinite values: nothing to sample from")
-    return jnp.asarray(np.concatenate([idx, to_host(new)], axis=1))
+    return jax.device_put(np.concatenate([idx, to_host(new)], axis=1))
 
 
 def _row_logits(table: jax.Array, temperature: jax.Array, top_k: int | None) -> tuple[jax.Array, jax.Array | None]:
