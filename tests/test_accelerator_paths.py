@@ -80,7 +80,8 @@ def test_an_accelerator_that_does_not_say_its_memory(monkeypatch):
 def test_the_cpu_compile_options_stay_off_accelerators(monkeypatch):
     """XLA:CPU's options would be unknown options to XLA:GPU or XLA:TPU: a program of any profile is compiled
     with the platform's defaults there."""
-    assert programs.compile_options("loop") == programs.CPU_PROFILES["loop"]  # this CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert programs.compile_options("loop") == programs.CPU_PROFILES["loop"]
     for backend in ("gpu", "tpu"):
         monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
         assert [programs.compile_options(p) for p in (None, "loop", "once")] == [None, None, None]

@@ -58,7 +58,8 @@ def _train_programs(mesh_name: str, mesh) -> dict[str, tuple]:
         st = _state(cfg, mesh)
         data = _replicated((N_TOKENS,), jnp.int32, mesh)
         windows = S((train.DRAW_STEPS, B, T + 1), jnp.int32, sharding=NamedSharding(mesh, P(None, "data", None)))
-        out[f"train_steps-{loss}-{mesh_name}"] = (train.train_steps, (st, data, np.int32(1)), {"cfg": cfg, "mesh": mesh})
+        out[f"train_steps-{loss}-{mesh_name}"] = (train.train_steps, (st, data, np.int32(1)),
+                                                  {"cfg": cfg, "mesh": mesh})
         out[f"train_steps_fed-{loss}-{mesh_name}"] = (train.train_steps_fed, (st, windows, np.int32(0), np.int32(1)),
                                                      {"cfg": cfg, "mesh": mesh})
     out[f"init_on-{mesh_name}"] = (train.init_on, (), {"cfg": Config(model_parallel=mesh.shape["model"]),
@@ -87,7 +88,8 @@ def _other_programs(mesh_name: str, mesh) -> dict[str, tuple]:
 @functools.cache
 def catalogue() -> dict[str, tuple]:
     """Every program a run compiles: {id: (jitted function, arguments, static arguments)}."""
-    out = {"learning_rate": (train.learning_rate, (np.int32(5),), {"cfg": Config(lr_schedule="cosine", warmup_iters=10)}),
+    cosine = Config(lr_schedule="cosine", warmup_iters=10)
+    out = {"learning_rate": (train.learning_rate, (np.int32(5),), {"cfg": cosine}),
            "sample_key": (summary.sample_key, (np.uint32(1337),), {}),
            "draw_offsets": (jax.jit(train.draw_offsets, static_argnums=(2, 3)),
                             (jax.random.key(0), np.int32(0), N_TOKENS, Config(batch_size=B, block_size=T)), {})}
@@ -123,6 +125,7 @@ def test_a_host_callback_fails_the_lowering():
         jax.debug.callback(lambda v: None, x)
         return x * 2
 
-    for platform in PLATFORMS:
+    here = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())  # lowers where it would run
+    for platform in (p for p in PLATFORMS if p != here):
         with pytest.raises(ValueError, match="platform"):
             with_callback.trace(jnp.ones(3)).lower(lowering_platforms=(platform,))
