@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigram_jax import programs
 from bigram_jax.errors import UserError
 
 
@@ -31,7 +32,11 @@ def _words(x: jax.Array) -> jax.Array:
     return jnp.sum(x, dtype=jnp.uint32)
 
 
-_word_sums = jax.jit(lambda tree: jax.tree.map(_words, tree))
+@jax.jit
+def word_sums(arrays: list) -> list:
+    """_words of every array, as one program (kept between runs by programs.py: a warm run on a GPU or TPU, whose
+    checkpoints are summed on the device, compiles nothing at its first save or load)."""
+    return [_words(x) for x in arrays]
 
 
 def _host_words(x: jax.Array) -> int:
@@ -42,6 +47,11 @@ def _host_words(x: jax.Array) -> int:
     return int(words.sum(dtype=np.uint32))
 
 
+def _in_host_memory(arrays: list) -> bool:
+    """Does this process hold every array whole, in host memory (the CPU backend)?"""
+    return all(x.is_fully_addressable and {d.platform for d in x.devices()} == {"cpu"} for x in arrays)
+
+
 def checksums(tree: Any, prefix: str = "") -> dict[str, int]:
     """{leaf path: checksum} of every array of `tree`; `prefix` names where `tree` sits in a train state.
 
@@ -50,9 +60,10 @@ def checksums(tree: Any, prefix: str = "") -> dict[str, int]:
     leaves = jax.tree_util.tree_leaves_with_path(tree)
     names = [prefix + jax.tree_util.keystr(path) for path, _ in leaves]
     arrays = [x for _, x in leaves]
-    if all(x.is_fully_addressable and {d.platform for d in x.devices()} == {"cpu"} for x in arrays):
+    if _in_host_memory(arrays):
         return dict(zip(names, (_host_words(x) for x in arrays)))
-    values = jax.device_get(jax.tree.leaves(_word_sums(arrays)))  # one transfer for all leaves
+    sums = programs.run(word_sums, arrays, out=[0] * len(arrays), profile="once")
+    values = jax.device_get(sums)  # one transfer for all leaves
     return {n: int(v) for n, v in zip(names, values)}
 
 

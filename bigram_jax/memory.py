@@ -77,8 +77,10 @@ def data_home(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh) -> str:
     if local[0].platform == "cpu":  # CPU devices share the host's memory: count every copy against it
         return "device" if need * len(local) <= min(CPU_RESIDENT_MAX, host_available_bytes() // 4) else "host"
     limit = device_bytes(local[0])
+    if limit is None:  # an accelerator that does not say what it holds: only a copy as small as the CPU's keeps
+        return "device" if need <= CPU_RESIDENT_MAX else "host"
     state = STATE_BYTES_PER_PARAM * vocab_size * vocab_size / mesh.shape["model"]
-    return "device" if limit is None or need <= DEVICE_DATA_FRACTION * (limit - state) else "host"
+    return "device" if need <= DEVICE_DATA_FRACTION * (limit - state) else "host"
 
 
 def run_bytes(cfg: Config, vocab_size: int, mesh: Mesh, resident_tokens: int, draw_steps: int) -> dict[str, float]:
@@ -95,11 +97,12 @@ def check_fits(parts: dict[str, float]) -> None:
     """Refuse, at start and in one line, a run whose arrays cannot fit the memory actually available: the
     device's (accelerators), or the host's less what is in use, within the container's limit (CPU)."""
     local = jax.local_devices()
-    limit = None if local[0].platform == "cpu" else device_bytes(local[0])
-    if limit is None:  # CPU devices (or a backend that does not say) share the host's memory
+    if local[0].platform == "cpu":  # CPU devices share the host's memory
         limit, per = host_available_bytes(), len(local)
-    else:
-        per = 1
+    else:  # an accelerator's own memory; one that does not say is not checked (its host's memory says nothing)
+        limit, per = device_bytes(local[0]), 1
+        if limit is None:
+            return
     need = per * sum(parts.values())
     if need > MEMORY_FRACTION * limit:
         big = ", ".join(f"{k} {v * per / 2**30:.3g}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +65,7 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
     if idx.ndim != 2 or idx.shape[1] < 1:
         raise UserError(f"idx must have shape (B, T) with T >= 1, got {idx.shape}")
     if n == 0:
-        return jnp.asarray(idx)
+        return jax.device_put(idx)  # a transfer: jnp.asarray of a host array compiles a program (lax.stage)
     # a temperature below float32's smallest normal (even 1e-45) samples as that one: both are the greedy limit
     t = np.asarray(max(t, float(jnp.finfo(table.dtype).tiny)), table.dtype)
     # host inputs (numpy), host output: also right when the table is spread over several processes
@@ -74,7 +74,7 @@ def generate(params: dict, key: jax.Array, idx, max_new_tokens: int, *, temperat
                                max_new_tokens=n, top_k=top_k, sampler=sampler)  # (B, N), ()
     if not bool(finite):  # checked in the same program: a separate check would be two more compiles
         raise UserError("the table holds NaN or infinite values: nothing to sample from")
-    return jnp.asarray(np.concatenate([idx, to_host(new)], axis=1))
+    return jax.device_put(np.concatenate([idx, to_host(new)], axis=1))
 
 
 def _row_logits(table: jax.Array, temperature: jax.Array, top_k: int | None) -> tuple[jax.Array, jax.Array | None]:
@@ -91,14 +91,34 @@ def _row_logits(table: jax.Array, temperature: jax.Array, top_k: int | None) -> 
     return jax.lax.top_k(logits, top_k)  # exactly k per row, ties broken by lower id
 
 
+def _categorical_step(table: jax.Array, temperature: jax.Array, top_k: int | None, rows_drawn: int) -> Callable:
+    """The categorical sampler's step, (prev (B,), key) -> (next, next). A draw that reads fewer rows than the table
+    holds computes the logits of each row it reads as it goes: a 500-token sample of a 50,304-token table would
+    otherwise hold several (V, V) arrays at once (23 GB, beside the train state). A draw that reads more computes
+    every row's once, before. The same numbers either way: a row's logits depend on that row alone."""
+    if rows_drawn < table.shape[0]:
+        logits = lambda prev: _row_logits(table[prev], temperature, top_k)  # noqa: E731  ((B, K), (B, K) | None)
+    else:
+        vals, ids = _row_logits(table, temperature, top_k)  # (V, K), (V, K) | None
+        logits = lambda prev: (vals[prev], None if ids is None else ids[prev])  # noqa: E731
+
+    def step(prev: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        v, i = logits(prev)
+        j = jax.random.categorical(k, v, axis=-1)  # (B,)
+        nxt = j if i is None else jnp.take_along_axis(i, j[:, None], axis=-1)[:, 0]
+        return nxt, nxt
+
+    return step
+
+
 @functools.partial(jax.jit, static_argnames=("max_new_tokens", "top_k", "sampler"))
 def _sample(table: jax.Array, key: jax.Array, last: jax.Array, temperature: jax.Array,
             max_new_tokens: int, top_k: int | None, sampler: str) -> tuple[jax.Array, jax.Array]:
     """Draw (B, max_new_tokens) tokens, each from the row of the token before it; and whether the table is
     finite (when it is not, the tokens mean nothing)."""
-    vals, ids = _row_logits(table, temperature, top_k)  # (V, K), (V, K) | None
     keys = jax.random.split(key, max_new_tokens)
     if sampler == "cdf":
+        vals, ids = _row_logits(table, temperature, top_k)  # (V, K), (V, K) | None
         cdf = jnp.cumsum(jax.nn.softmax(vals, axis=-1), axis=-1)  # (V, K)
         u = jax.vmap(lambda k: jax.random.uniform(k, last.shape, cdf.dtype))(keys)  # (N, B): drawn at once
 
@@ -114,11 +134,7 @@ def _sample(table: jax.Array, key: jax.Array, last: jax.Array, temperature: jax.
             nxt = j if ids is None else ids[prev, j]
             return nxt, nxt
     else:
-        def step(prev, k):
-            j = jax.random.categorical(k, vals[prev], axis=-1)  # (B,)
-            nxt = j if ids is None else ids[prev, j]
-            return nxt, nxt
-        u = keys
+        step, u = _categorical_step(table, temperature, top_k, max_new_tokens * last.shape[0]), keys
 
     _, out = jax.lax.scan(step, last, u)  # (N, B)
     return out.T.astype(jnp.int32), jnp.isfinite(table).all()

@@ -17,10 +17,23 @@ Fn = Callable[[int], Any]  # fn(n) does n units of work and returns when they ar
 
 
 def get_batch_fast(data: torch.Tensor, batch_size: int, block_size: int, device: str = "cpu") -> tuple:
-    """Tuned get_batch: one indexed copy of B rows of a strided (N, T+1) window view (beats 2-D indexing)."""
-    ix = torch.randint(len(data) - block_size, (batch_size,))
+    """Tuned get_batch: one indexed copy of B rows of a strided (N, T+1) window view (beats 2-D indexing), on
+    `data`'s device (a GPU's copy of the corpus: no batch crosses the bus), then moved to `device` if elsewhere."""
+    ix = torch.randint(len(data) - block_size, (batch_size,), device=data.device)
     xy = data.unfold(0, block_size + 1, 1)[ix]  # (B, T+1)
-    return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
+    return xy[:, :-1].contiguous().to(device), xy[:, 1:].contiguous().to(device)
+
+
+def sync(device: str) -> None:
+    """Wait for the work queued on `device`: CUDA runs asynchronously, so a clock read without this would time
+    the queueing, not the work (nothing to wait for on the CPU)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def synced(fn: Fn, device: str) -> Fn:
+    """fn, then sync(device): a Fn for the timing harness, whose contract is to return when the work is done."""
+    return lambda n: (fn(n), sync(device))
 
 
 @torch.no_grad()
@@ -33,10 +46,12 @@ def generate_last(model: ref.BigramLanguageModel, idx: torch.Tensor, max_new_tok
     return torch.cat(out, dim=1)
 
 
-def torch_trainer(data: torch.Tensor, V: int, B: int, T: int, batch_fn: Callable, threads: int = 0) -> Fn:
-    """fn(n): n of the lecture's steps (fresh seeded model, AdamW) on batch_fn's batches; threads=1 pins torch."""
+def torch_trainer(data: torch.Tensor, V: int, B: int, T: int, batch_fn: Callable, threads: int = 0,
+                  device: str = "cpu") -> Fn:
+    """fn(n): n of the lecture's steps (fresh seeded model, AdamW) on batch_fn's batches, the model on `device`
+    (batch_fn moves each batch there); threads=1 pins torch's CPU threads."""
     torch.manual_seed(1337)
-    model = ref.BigramLanguageModel(V)
+    model = ref.BigramLanguageModel(V).to(device)
     opt = ref.make_optimizer(model)
 
     def run(n: int) -> None:
@@ -46,7 +61,8 @@ def torch_trainer(data: torch.Tensor, V: int, B: int, T: int, batch_fn: Callable
             torch.set_num_threads(threads)
         try:
             for _ in range(n):
-                ref.train_step(model, opt, *batch_fn(data, B, T, "cpu"))
+                ref.train_step(model, opt, *batch_fn(data, B, T, device))
+            sync(device)
         finally:
             if threads:
                 torch.set_num_threads(default)

@@ -12,6 +12,7 @@ import torch
 
 import torch_ref.model as ref
 from bigram_jax import programs
+from torch_ref.baselines import synced
 from bigram_jax.config import Config
 from bigram_jax.sampling import generate
 from bigram_jax.model import table_of
@@ -60,6 +61,7 @@ class Ctx:
     corpus: Any
     memo: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
+    torch_device: str = "cpu"  # where torch's contenders run: the device JAX measures on ("cuda" on a GPU)
 
     @property
     def V(self) -> int:
@@ -73,7 +75,8 @@ class Ctx:
     def trainer(self, B: int, T: int, loss: str) -> tuple[Fn, float]:
         """(fn(n): n fused bigram_jax steps at (B, T) with `loss`, compile seconds); compiled once, ahead."""
         if (B, T, loss) not in self.memo:
-            cfg, data = Config(batch_size=B, block_size=T, loss=loss), jnp.asarray(self.corpus.train)
+            cfg = Config(batch_size=B, block_size=T, loss=loss)
+            data = jnp.asarray(np.asarray(self.corpus.train, np.int32))  # a token file's uint16 would overflow pair ids
             box = [init_state(cfg, self.V)]
             t = time.perf_counter()  # compiled ahead, so the timed blocks never include compilation
             step = programs.compile_lowered(train_steps.lower(box[0], data, jnp.int32(1), cfg), "loop")
@@ -102,11 +105,12 @@ class Ctx:
         model = ref.BigramLanguageModel(self.V)
         with torch.no_grad():
             model.token_embedding_table.weight.copy_(torch.from_numpy(self.table()))
-        return model
+        return model.to(self.torch_device)
 
-    def torch_data(self, split: str = "train") -> torch.Tensor:
-        """A split as the lecture's int64 tensor."""
-        return torch.from_numpy(getattr(self.corpus, split).astype(np.int64))
+    def torch_data(self, split: str = "train", on_device: bool = False) -> torch.Tensor:
+        """A split as the lecture's int64 tensor: in host memory, as the lecture keeps it, or on torch_device."""
+        data = torch.from_numpy(np.asarray(getattr(self.corpus, split)).astype(np.int64))
+        return data.to(self.torch_device) if on_device else data
 
     def jax_gen(self, B: int, N: int, sampler: str) -> Fn:
         """fn(n): n calls of bigram_jax.generate, B sequences of N new tokens."""
@@ -116,7 +120,7 @@ class Ctx:
     def lecture_curve(self, B: int, start: int, stop: int) -> list[list[float]]:
         """curve() of the lecture's generate for B sequences (memoized per B)."""
         if ("curve", B) not in self.memo:
-            model, idx = self.torch_model(), torch.zeros((B, 1), dtype=torch.long)
-            self.memo["curve", B] = curve(lambda n: model.generate(idx, n), start, stop, self.sizes.gen_cap_s,
-                                          min(self.repeats, 3))
+            model, idx = self.torch_model(), torch.zeros((B, 1), dtype=torch.long, device=self.torch_device)
+            self.memo["curve", B] = curve(synced(lambda n: model.generate(idx, n), self.torch_device), start, stop,
+                                          self.sizes.gen_cap_s, min(self.repeats, 3))
         return self.memo["curve", B]

@@ -41,7 +41,8 @@ def estimators(c: Ctx, model: BigramLanguageModel, params: dict) -> tuple[dict, 
     def torch_estimate(n: int) -> None:
         """n of the lecture's estimate_loss calls (both splits each)."""
         for _ in range(n):
-            values["torch_lecture"].append(ref.estimate_loss(tmodel, tsplits, 32, 8, "cpu", c.sizes.eval_iters))
+            values["torch_lecture"].append(ref.estimate_loss(tmodel, tsplits, 32, 8, c.torch_device,
+                                                             c.sizes.eval_iters))
 
     return {"jax_estimate": jax_estimate, "torch_lecture": torch_estimate}, values
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from .device_page import kept_section, splice
 from .paths import scrub, shown
 from .tables import md, tables
 
@@ -53,6 +54,7 @@ def render(doc: dict, json_name: str) -> str:
 def write(doc: dict, path: Path, json_path: Path, private: list[str | Path]) -> str:
     """Write the page to `path`; every path in `private` (absolute paths of this machine) shown repo-relative."""
     text = scrub(render(doc, shown(json_path)), private)
+    text = splice(text, kept_section(path.read_text() if path.exists() else ""))  # the device check's section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 import torch_ref.model as ref
-from torch_ref.baselines import generate_last, get_batch_fast, torch_trainer
+from torch_ref.baselines import generate_last, get_batch_fast, synced, torch_trainer
 
 from .context import LOSSES, SAMPLERS, Ctx
 from .paths import ROOT
@@ -45,9 +45,11 @@ def sec_train(c: Ctx) -> dict:
     out = {}
     for B, T in c.sizes.train:
         fns = {f"jax_{loss}": c.trainer(B, T, loss)[0] for loss in LOSSES}
-        fns["torch_lecture"] = torch_trainer(c.torch_data(), c.V, B, T, ref.get_batch)
-        fns["torch_tuned"] = torch_trainer(c.torch_data(), c.V, B, T, get_batch_fast)
-        fns["torch_tuned_1thread"] = torch_trainer(c.torch_data(), c.V, B, T, get_batch_fast, threads=1)
+        host, on_device, dev = c.torch_data(), c.torch_data(on_device=True), c.torch_device
+        # the lecture keeps the corpus in host memory and moves each batch to the device; the tuned loop does not
+        fns["torch_lecture"] = torch_trainer(host, c.V, B, T, ref.get_batch, device=dev)
+        fns["torch_tuned"] = torch_trainer(on_device, c.V, B, T, get_batch_fast, device=dev)
+        fns["torch_tuned_1thread"] = torch_trainer(on_device, c.V, B, T, get_batch_fast, threads=1, device=dev)
         out[f"{B}x{T}"] = {k: {"us_per_step": s * 1e6, "tokens_per_s": B * T / s} for k, s in c.time(fns).items()}
     return out
 
@@ -57,7 +59,8 @@ def sec_scale(c: Ctx) -> dict:
     train = {}
     for B, T in c.sizes.scale:
         fns = {f"jax_{loss}": c.trainer(B, T, loss)[0] for loss in LOSSES}
-        fns["torch_tuned"] = torch_trainer(c.torch_data(), c.V, B, T, get_batch_fast)
+        fns["torch_tuned"] = torch_trainer(c.torch_data(on_device=True), c.V, B, T, get_batch_fast,
+                                           device=c.torch_device)
         train[str(B * T)] = {"B": B, "T": T, **{k: B * T / s for k, s in c.time(fns, 3).items()}}
     ns = c.sizes.gen_ours
     gen = {str(n): c.time({f"jax_{s}": c.jax_gen(1, n, s) for s in SAMPLERS}, 3) for n in ns}
@@ -71,9 +74,10 @@ def sec_generate(c: Ctx) -> dict:
     """One long and many short sequences: bigram_jax (both samplers) against the lecture's and a last-token loop."""
     out = {}
     for B, N in ((1, c.sizes.gen_one), c.sizes.gen_many):
-        model, idx = c.torch_model(), torch.zeros((B, 1), dtype=torch.long)
+        model, idx = c.torch_model(), torch.zeros((B, 1), dtype=torch.long, device=c.torch_device)
         fns = {f"jax_{s}": c.jax_gen(B, N, s) for s in SAMPLERS}
-        fns["torch_last_token"] = lambda n, m=model, i=idx, N=N: [generate_last(m, i, N) for _ in range(n)]
+        fns["torch_last_token"] = synced(lambda n, m=model, i=idx, N=N: [generate_last(m, i, N) for _ in range(n)],
+                                         c.torch_device)
         took = c.time(fns, 3)
         start, stop = (c.sizes.gen_ours[0], c.sizes.gen_ours[-1]) if B == 1 else (max(1, N // 50), N)
         # the lecture's generate is quadratic: measured while affordable, extrapolated past that (and said so)

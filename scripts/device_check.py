@@ -1,0 +1,13 @@
+"""Check this machine's JAX backend (a lent GPU or TPU): writes DIR/device_check.{md,json}; see --help."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from bigram_jax.errors import exit_now, install_stop_handlers  # noqa: E402
+
+install_stop_handlers()  # before the heavy imports: a stop while they run is one line too
+from bigram_jax.bench.device_check import main  # noqa: E402
+
+if __name__ == "__main__":
+    exit_now(main())
