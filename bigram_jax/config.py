@@ -81,8 +81,8 @@ class Config:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # where files are, where the tokens live, when to evaluate, save and sample: read by the job, never inside a
 # compiled program, so a saved program serves runs that differ only in these (tests/test_programs.py checks)
-RUN_ONLY = frozenset({"data", "val_data", "train_frac", "tokenizer", "data_on", "eval_interval", "chunk_seconds", "sample_tokens",
-                      "temperature", "top_k", "out_dir", "checkpoint_every", "keep_checkpoints"})
+RUN_ONLY = frozenset({"data", "val_data", "train_frac", "tokenizer", "data_on", "eval_interval", "chunk_seconds",
+                      "sample_tokens", "temperature", "top_k", "out_dir", "checkpoint_every", "keep_checkpoints"})
 _HINTS = typing.get_type_hints(Config)
 # the Python type of each field's values, and the allowed values of the Literal ones
 TYPES = {name: type(typing.get_args(h)[0]) if typing.get_origin(h) is Literal else h for name, h in _HINTS.items()}

@@ -133,7 +133,8 @@ def _encoded_text_corpus(cfg: Config, path: Path, st, tok: Any) -> Corpus:
     _check_lengths(cfg, n_train, N - n_train)
     return Corpus(path=path, sha256=sha, tokenizer=tok, vocab_size=V, train=tf.tokens[:n_train],
                   val=tf.tokens[n_train:], train_file=tf,
-                  **_counted(lambda: (_file_counts(tf, 0, n_train, top + 1, V), _file_counts(tf, n_train, N, top + 1, V))))
+                  **_counted(lambda: (_file_counts(tf, 0, n_train, top + 1, V),
+                                      _file_counts(tf, n_train, N, top + 1, V))))
 
 
 def _token_corpus(cfg: Config, path: Path, tok: Any, found_beside: bool) -> Corpus:

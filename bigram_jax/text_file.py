@@ -5,10 +5,11 @@ Reads of CHUNK bytes over the size the file had when the run saw it. A text is e
 cut after a line break with a non-space character on either side. The split patterns of GPT-2, cl100k and o200k
 end a piece there, whatever follows (for GPT-2's, a CR LF line end is the one exception), so the ids equal an
 encoding of the whole text. The batch items sent to the tokenizer's batch API (all cores) end at the first such
-cut after every ITEM_CHARS characters of the file: the ids never depend on the read size or the text's length. The lecture's characters take a first pass
-that collects them (the vocabulary). The file must not change meanwhile: the second pass hashes it again, and a
-character the first did not see, another hash or another identity afterwards is one clear error. Runs that start
-together on one new text take turns (a lock): the first encodes, the others read its result.
+cut after every ITEM_CHARS characters of the file: the ids never depend on the read size or the text's length.
+The lecture's characters take a first pass that collects them (the vocabulary). The file must not change
+meanwhile: the second pass hashes it again, and a character the first did not see, another hash or another
+identity afterwards is one clear error. Runs that start together on one new text take turns (a lock): the first
+encodes, the others read its result.
 """
 from __future__ import annotations
 

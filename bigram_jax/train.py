@@ -104,7 +104,7 @@ def _hoist(cfg: Config, V: int) -> bool:
     return loss == "counts" and DRAW_STEPS * max(cfg.batch_size * cfg.block_size, V * V) <= HOIST_ELEMENTS
 
 
-LOSS_STEPS = 4096  # train_steps reports the batch loss of each of its first this-many steps (a job's chunk is no longer)
+LOSS_STEPS = 4096  # train_steps reports each batch loss of its first this-many steps (no job chunk is longer)
 
 
 def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, first: jax.Array, cfg: Config,

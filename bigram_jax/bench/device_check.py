@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bigram_jax.errors import STOP_SIGNALS, OneLineParser, UserError, command, guard
+from bigram_jax.errors import STOP_SIGNALS, OneLineParser, UserError, command, guard, prog
 
 from .device_parts import PARTS, PLATFORM_ENV, RUNNING, kill_group, run_bounded
 from .paths import ROOT
@@ -35,8 +35,8 @@ MIN_BOX_S = 15.0  # a part with less time left than this is not started (and say
 
 def parser() -> OneLineParser:
     """The flags of scripts/device_check.py."""
-    p = OneLineParser(prog="device_check.py", description="Measure what matters on this machine's JAX backend "
-                      "(a lent GPU or TPU): every part time-boxed, every failure recorded.")
+    p = OneLineParser(prog=prog("device_check.py"), description="Measure what matters on this machine's JAX "
+                      "backend (a lent GPU or TPU): every part time-boxed, every failure recorded.")
     p.add_argument("--out", required=True, type=Path, help="folder for device_check.json, device_check.md and "
                    "benchmarks_gpu.md (created if absent)")
     p.add_argument("--quick", action="store_true", help="every part at small sizes: on the CPU in under 3 minutes")
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in STOP_SIGNALS:
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, _stop)
-    return guard("device_check.py", lambda: _check(argv))
+    return guard(prog("device_check.py"), lambda: _check(argv))
 
 
 device_check_command = command(main)
