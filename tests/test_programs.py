@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -199,6 +200,7 @@ def test_a_warm_run_lowers_none_of_its_programs(tmp_path):
 
 _AFTER_JAX_CACHE = """
 import sys
+import time
 import jax, numpy as np
 from bigram_jax import programs
 from bigram_jax.evaluate import exact_loss
@@ -245,3 +247,20 @@ def test_an_option_this_jaxlib_does_not_know_falls_back_to_the_defaults(cache, m
     _as_new_process(monkeypatch)
     monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("the kept program did not load"))
     assert float(programs.run(exact_loss, params, counts, out=0.0, profile="once")) == loss
+
+
+def test_entries_dated_in_the_future_never_push_out_a_new_one(cache, shakespeare_text, monkeypatch):
+    """A cache shared with a machine whose clock runs ahead holds entries dated in the future: pruning takes them
+    first (their dates say nothing of their use), never the entry just written, so the next run loads it."""
+    monkeypatch.setattr(programs, "MAX_ENTRIES", 3)
+    cache.mkdir(parents=True)
+    ahead = time.time() + 86400
+    for i in range(5):
+        (cache / f"{i:040d}.bin").write_bytes(b"another machine's entry")
+        os.utime(cache / f"{i:040d}.bin", (ahead, ahead))
+    data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
+    fresh = _train(data, cfg)
+    assert len(list(cache.glob("*.bin"))) == 3
+    _as_new_process(monkeypatch)
+    monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
+    np.testing.assert_array_equal(_train(data, cfg)[1], fresh[1])
