@@ -99,10 +99,6 @@ def _meta_or_say_which(ckpts: Checkpoints, step: int) -> dict:
 def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
     """Refuse to resume a checkpoint made for another tokenizer, vocabulary or data file (unless allowed)."""
     meta, cfg, V = resume.meta, resume.cfg, corpus.vocab_size
-    had = meta.get("vocab_size") or len(meta.get("vocab") or "")
-    if had != V:
-        raise UserError(f"checkpoint table is {had}x{had} but this data has a vocabulary of {V}: "
-                        "it cannot be resumed on this data")
     problems, notes = [], []
     old_id, new_id = record_identity(meta.get("tokenizer"), meta.get("vocab")), corpus.tokenizer.identity
     if old_id != new_id:
@@ -111,6 +107,10 @@ def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
         # token-id data keeps its ids whatever decodes them: adding or dropping a tokenizer changes only the text
         token_data = corpus.path.suffix in TOKEN_SUFFIXES
         (notes if token_data and "ids" in (old_id, new_id) else problems).append(what)
+    had = meta.get("vocab_size") or len(meta.get("vocab") or "")
+    if had != V:
+        raise UserError(f"{''.join(p + '; ' for p in problems)}checkpoint table is {had}x{had} but this data has a "
+                        f"vocabulary of {V}: it cannot be resumed on this data")
     if meta.get("data_sha256") != corpus.sha256:
         problems.append(f"data file differs (sha256 {str(meta.get('data_sha256'))[:12]}... vs "
                         f"{corpus.sha256[:12]}...)")
