@@ -85,6 +85,20 @@ def batch_items(text: str, offset: int, final: bool, path: Path) -> tuple[list[s
     return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a], text[bounds[-1]:]
 
 
+# texts cut where batch_items may cut them: a tokenizer must encode each as it encodes its halves, one after the other
+_PROBES = (("First Citizen:\nBefore we proceed", 15), ("a.\nB", 3), ("12\n34", 3))
+
+
+def _check_cuttable(tok: Any, path: Path) -> None:
+    """Refuse a tokenizer whose ids for a text change when it is cut at a line break (one that adds a space before
+    every text it encodes, say): the cached ids would not be this text's."""
+    for text, cut in _PROBES:
+        if tok.encode(text).tolist() != tok.encode(text[:cut]).tolist() + tok.encode(text[cut:]).tolist():
+            raise UserError(f"the tokenizer {tok.describe()} encodes {text!r} differently from its lines one after "
+                            f"the other (a prefix space?), and {path} is encoded line by line: encode the text whole "
+                            "into token ids yourself and pass those (.npy or .bin)")
+
+
 def _changed(path: Path) -> UserError:
     return UserError(f"data file {path} changed while it was encoded: run again once nothing writes to it")
 
@@ -127,6 +141,8 @@ def encode_to_cache(path: Path, st: os.stat_result, tok: Any = None) -> tuple[Pa
             vocab = str(found["vocab"])
             return bin_path, str(found["dtype"]), tok if tok is not None else CharTokenizer(vocab), str(found["sha256"])
         first_sha = None
+        if tok is not None:
+            _check_cuttable(tok, path)
         if tok is None:
             vocab, first_sha = _vocab_and_sha(path, st.st_size)
             tok = CharTokenizer(vocab)

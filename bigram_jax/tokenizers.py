@@ -136,20 +136,42 @@ class _OnlyPlainData(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it names {module}.{name}")
 
 
+META_PKL_MAX = 16 << 20  # bytes: a character table of all 1,114,112 code points pickles to less
+_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}  # opcodes that name a memo index
+
+
+def _plain_data(path: Path) -> Any:
+    """The object a small pickle file holds, refused (UserError) unless it is plain data. Its opcodes are read
+    first, without running any (pickletools): a memo index past the opcode count (a pickle of a few bytes that
+    would make the unpickler allocate gigabytes) is refused there, before the unpickler sees it."""
+    import io
+    import pickletools
+
+    def refuse(why: str) -> UserError:
+        return UserError(f"{path} is not a plain-data meta.pkl ({why}): only dict, list, tuple, str, int, float, "
+                         "bool and None are read, and nothing in it was run")
+
+    if check_regular(path, "meta.pkl").st_size > META_PKL_MAX:
+        raise refuse(f"over {META_PKL_MAX >> 20} MB")
+    raw = path.read_bytes()
+    try:
+        ops = list(pickletools.genops(raw))
+        if any(op.name in _MEMO_OPS and arg >= len(ops) for op, arg, _ in ops):
+            raise ValueError("a memo index past its end")
+        return _OnlyPlainData(io.BytesIO(raw)).load()
+    except Exception as e:  # noqa: BLE001  (nothing was executed: whatever a bad file raises is the file's fault)
+        raise refuse(str(e).splitlines()[0][:120] if str(e) else type(e).__name__) from None
+
+
 def read_meta_pkl(path: Path) -> CharTokenizer:
     """nanoGPT's meta.pkl ({'vocab_size', 'itos', 'stoi'}) as a character table, read safely and checked."""
-    check_regular(path, "meta.pkl")
-    try:
-        with open(path, "rb") as f:
-            meta = _OnlyPlainData(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise UserError(f"{path} is not a plain-data meta.pkl ({e}): only dict, list, tuple, str, int, float, "
-                        "bool and None are read, and nothing in it was run") from None
+    meta = _plain_data(path)
     itos = meta.get("itos") if isinstance(meta, dict) else None
     if isinstance(itos, (list, tuple)):
         itos = dict(enumerate(itos))
     V = len(itos) if isinstance(itos, dict) else 0
-    if not V or sorted(itos) != list(range(V)) or any(not isinstance(c, str) or len(c) != 1 for c in itos.values()):
+    if not V or any(type(k) is not int for k in itos) or sorted(itos) != list(range(V)) or any(
+            not isinstance(c, str) or len(c) != 1 for c in itos.values()):
         raise UserError(f"{path}: its 'itos' must map ids 0..V-1 to single characters (nanoGPT's character table)")
     vocab = "".join(itos[i] for i in range(V))
     stoi = meta.get("stoi")
