@@ -41,7 +41,10 @@ CPU_PROFILES = {
     "once": {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False},
 }
 MAX_ENTRIES = 256  # the least recently used entries beyond this many are deleted when one is written
-_LOADED: dict[str, Callable] = {}  # this process's programs by name: each is loaded or compiled once
+# this process's programs, each loaded or compiled once, by name and by the arguments' tree structure: an executable
+# checks that its arguments come in the structure it was made for, static fields included (a train state's optimizer
+# and loss), and one name serves several (one process's runs of other learning rates save through one copy program)
+_LOADED: dict[tuple, Callable] = {}
 _SEEN = threading.local()  # per thread: what XLA compiled (by name) and JAX's persistent-cache hits (see _compile)
 _LOCK = threading.RLock()  # one program loaded or compiled at a time: _LOADED and JAX's cache switch are shared
 
@@ -82,11 +85,12 @@ def compiled(fn: Any, *args: Any, out: Any, profile: str | None = None, **static
     if jax.process_count() > 1:  # every process must compile the same program at the same time
         return compile_lowered(fn.lower(*args, **static), profile)
     name, text = program_key.key(fn, args, {**static, "compiler_options": options})
+    held = (name, jax.tree_util.tree_structure(args))
     with _LOCK:
-        if name not in _LOADED:
+        if held not in _LOADED:
             entry = (_path(name), {"kind": "program", "name": name, "key": text})
-            _LOADED[name] = _load(entry, args, out) or _compile_and_store(entry, fn, args, out, static, options)
-        return _LOADED[name]
+            _LOADED[held] = _load(entry, args, out) or _compile_and_store(entry, fn, args, out, static, options)
+        return _LOADED[held]
 
 
 def run(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any) -> Any:

@@ -27,6 +27,15 @@ def _shakespeare() -> Path:
 os.environ.setdefault("BIGRAM_JAX_DATA", str(_shakespeare()))  # in-process CLI runs resolve the corpus too
 
 
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """This test's own library cache, in-process and (through os.environ) in its subprocesses: what one test
+    caches never helps another. Files of tests that must not share one use it for every test (`pytestmark`)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path() -> Path:
     """Path of tinyshakespeare; the tests need the real corpus."""

@@ -268,3 +268,16 @@ def test_a_run_written_before_the_metadata_checksum_loads_and_resumes(tmp_path, 
                    "--eval-interval", "10", "--keep-checkpoints", "1", "--sample-tokens", "0")
     assert r.returncode == 0, r.stderr
     _assert_same(old, fresh)
+
+
+def test_one_process_saves_runs_of_other_optimizers(tmp_path):
+    """Two runs in one process (a notebook: another learning rate, another loss) save through one copy program:
+    each state keeps its own optimizer and loss, and both saves succeed and restore."""
+    for i, cfg in enumerate((Config(), Config(learning_rate=0.1, loss="gather"), Config(learning_rate=0.2))):
+        state = init_state(cfg, 65)
+        with ckpt.Checkpoints(tmp_path / f"c{i}") as ckpts:
+            assert ckpts.save(state, {"config": cfg.to_dict(), "vocab_size": 65}, 1.0)
+        with ckpt.Checkpoints(tmp_path / f"c{i}", read_only=True) as ckpts:
+            back = ckpts.restore_state(0, jax.eval_shape(lambda: state), ckpts.read_meta(0))
+        for a, b in zip(_leaves(back), _leaves(state), strict=True):
+            np.testing.assert_array_equal(a, b)

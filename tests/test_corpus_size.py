@@ -16,10 +16,7 @@ from tests.conftest import run_script
 from tests.test_parallel import assert_same_losses, devices_env, train, two_processes
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    """Each test its own cache folder: what one test caches never helps another."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
 
 
 def _walk(n: int, V: int, seed: int = 0) -> np.ndarray:

@@ -24,12 +24,7 @@ from tests.test_faults import one_line
 SAME = ["--max-iters", "300", "--eval-interval", "100", "--sample-tokens", "200"]
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch) -> Path:
-    """Each test its own bigram_jax cache, in-process and (through os.environ) in its subprocesses."""
-    cache = tmp_path / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
 
 
 def script(name: str, *args: str, **kw) -> subprocess.CompletedProcess:

@@ -32,12 +32,7 @@ TK_NAME = "bjtest_shakes"  # the plugin's encoding: a name no real encoding has
 ITERS = ["--max-iters", "100", "--eval-interval", "50"]
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch) -> Path:
-    """Each test its own bigram_jax cache (token files, compiled programs), in-process and in its subprocesses."""
-    cache = tmp_path / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
 
 
 def _paragraphs(text: str) -> list[str]:

@@ -15,9 +15,11 @@ import pytest
 
 from tests.conftest import ROOT, popen_script, run_script
 from tests.test_faults import one_line
-from tests.test_trust import env_of, ok, own_cache, train  # noqa: F401  (own_cache: the autouse fixture)
+from tests.test_trust import env_of, ok, train
 
 LONG = ["--max-iters", "100000000", "--chunk-seconds", "0.05", "--sample-tokens", "0", "--eval-interval", "100"]
+
+pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
 
 
 def steps(out: Path) -> list[int]:
