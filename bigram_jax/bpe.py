@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bigram_jax.errors import UserError, check_regular
+from bigram_jax.errors import UserError, check_regular, first_line
 
 EXTRA = "pip install -e '.[tokenizers]'"  # tiktoken and tokenizers: an optional extra, imported when used
 
@@ -28,10 +28,6 @@ def _library(name: str) -> Any:
         return importlib.import_module(name)
     except ImportError:
         raise UserError(f"this tokenizer needs the {name} package, an optional extra: {EXTRA}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,7 +69,15 @@ class Tiktoken:
         return [np.asarray(ids, np.int32) for ids in out]
 
     def decode(self, ids) -> str:
-        return self.enc.decode(np.asarray(ids).reshape(-1).tolist())  # bytes cut mid-character show as U+FFFD
+        """Ids -> text; an id the encoding leaves unused (cl100k_base and o200k_base have some, and a table
+        samples them) and bytes cut mid-character show as U+FFFD."""
+        out = bytearray()
+        for i in np.asarray(ids).reshape(-1).tolist():
+            try:
+                out += self.enc.decode_single_token_bytes(i)
+            except KeyError:
+                out += "\ufffd".encode()
+        return out.decode("utf-8", errors="replace")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -120,7 +124,7 @@ def tiktoken_named(name: str) -> Tiktoken:
     try:
         return Tiktoken(name, tiktoken.get_encoding(name))
     except Exception as e:  # noqa: BLE001  (requests, blobfile and tiktoken raise many types when offline)
-        raise UserError(f"tiktoken cannot load {name!r} ({_first_line(e)}): it downloads its BPE file on first "
+        raise UserError(f"tiktoken cannot load {name!r} ({first_line(e)}): it downloads its BPE file on first "
                         "use; offline, run it once where it can download, then copy that cache folder here and "
                         "set TIKTOKEN_CACHE_DIR to it") from None
 
@@ -130,7 +134,7 @@ def _hugging_face_from(json_text: str, source: str) -> HuggingFace:
     try:
         return HuggingFace(json_text, source, tokenizers.Tokenizer.from_str(json_text))
     except Exception as e:  # noqa: BLE001  (tokenizers raises its own exception types for a bad file)
-        raise UserError(f"{source} is not a tokenizer.json that tokenizers can read ({_first_line(e)})") from None
+        raise UserError(f"{source} is not a tokenizer.json that tokenizers can read ({first_line(e)})") from None
 
 
 def hugging_face(path: Path) -> HuggingFace:
@@ -139,7 +143,7 @@ def hugging_face(path: Path) -> HuggingFace:
     try:
         return _hugging_face_from(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read tokenizer file {path} ({_first_line(e)})") from None
+        raise UserError(f"cannot read tokenizer file {path} ({first_line(e)})") from None
 
 
 def from_record(record: dict) -> Tiktoken | HuggingFace:

@@ -125,8 +125,7 @@ def _table_size(cfg: Config, tok: Any, top: int) -> int:
 def _encoded_text_corpus(cfg: Config, path: Path, st, tok: Any) -> Corpus:
     """A text read with a named tokenizer, or too big to decode at once: its cached token file (encoded now if
     new), split and counted."""
-    bin_path, dtype, tok, sha = text_file.encode_to_cache(path, st, tok)
-    tf = token_file.open_tokens(bin_path, dtype)
+    tf, tok, sha = text_file.encode_to_cache(path, st, tok)
     N, top = len(tf.tokens), token_file.scan(tf).max_id
     V = len(tok.vocab) if isinstance(tok, CharTokenizer) and not tok.source else _table_size(cfg, tok, top)
     n_train = int(cfg.train_frac * N)

@@ -23,6 +23,13 @@ class UserError(Exception):
         self.cli = cli
 
 
+def first_line(e: BaseException) -> str:
+    """An exception as 'Type: the first line of its message', short: for a one-line error about a failure that
+    came from a library (orbax, tokenizers, tiktoken) rather than from the user."""
+    msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
 class Interrupted(Exception):
     """Training stopped by a signal after saving a checkpoint."""
 

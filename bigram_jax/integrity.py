@@ -91,5 +91,9 @@ def seal_meta(meta: dict) -> dict:
 
 
 def meta_is_intact(meta: dict) -> bool:
-    """Does loaded metadata match its checksum? (True for metadata of a version that wrote none.)"""
-    return META_CHECKSUM not in meta or meta[META_CHECKSUM] == _meta_digest(meta)
+    """Does loaded metadata match its checksum? Metadata of a version that wrote none (before 0.2.0) is taken as
+    it is; from 0.2.0 on, metadata without one is refused too (the checksum deleted with the edit it hid)."""
+    if META_CHECKSUM in meta:
+        return meta[META_CHECKSUM] == _meta_digest(meta)
+    version = str((meta.get("versions") or {}).get("bigram-jax", "0"))
+    return tuple(int(p) if p.isdigit() else 0 for p in version.split(".")[:2]) < (0, 2)

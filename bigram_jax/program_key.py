@@ -45,8 +45,8 @@ def host_cpu() -> str:
 
 
 @functools.cache
-def environment() -> str:
-    """What every program of this process depends on besides its own arguments."""
+def _fixed() -> str:
+    """What every program of this process depends on and cannot change while it runs: versions, source, machine."""
     import flax
     import jaxlib
     import optax
@@ -54,12 +54,17 @@ def environment() -> str:
     source = hashlib.sha256()
     for path in sorted(Path(__file__).parent.rglob("*.py")):
         source.update(path.read_bytes())
-    settings = sorted((k, repr(v)) for k, v in jax.config.values.items() if not _NOT_IN_KEY.search(k))
     devices = [(d.id, d.platform, d.device_kind, d.process_index) for d in jax.devices()]
     backend_env = sorted((k, v) for k, v in os.environ.items() if _BACKEND_ENV.fullmatch(k))
     return repr((sys.version, jax.__version__, jaxlib.__version__, flax.__version__, optax.__version__,
-                 jax.devices()[0].client.platform_version, devices, host_cpu(), backend_env, settings,
-                 source.hexdigest()))
+                 jax.devices()[0].client.platform_version, devices, host_cpu(), backend_env, source.hexdigest()))
+
+
+def environment() -> str:
+    """What every program of this process depends on besides its own arguments: _fixed, and JAX's settings as they
+    are now (a setting changed after the first program, a matmul precision say, names other programs)."""
+    settings = sorted((k, repr(v)) for k, v in jax.config.values.items() if not _NOT_IN_KEY.search(k))
+    return _fixed() + repr(settings)
 
 
 def _static(value: Any) -> str:

@@ -159,7 +159,8 @@ def _without_xla_cache() -> Iterator[None]:
     on and a hit means nothing is stored). An executable JAX loaded from that cache serializes without its
     functions: its stored copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found'). JAX also
     hands out again, without compiling, an executable it already holds in memory, which may be such a loaded one:
-    hence only what _compile saw XLA compile is stored."""
+    hence only what _compile saw XLA compile is stored. The switch is process-wide: another thread that compiles
+    meanwhile skips JAX's cache too (it compiles; nothing worse)."""
     from jax._src import compilation_cache as cc
 
     lock = getattr(cc, "_cache_initialized_mutex", None)

@@ -14,18 +14,20 @@ encodes, the others read its result.
 from __future__ import annotations
 
 import codecs
+import concurrent.futures
 import hashlib
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from bigram_jax import cache, locks
+from bigram_jax import cache, locks, token_file
 from bigram_jax.errors import UserError
-from bigram_jax.tokenizers import CharTokenizer
+from bigram_jax.tokenizers import CharTokenizer, code_points
 
 IN_MEMORY_MAX = 256 << 20  # bytes of text the lecture's characters decode at once; larger files are streamed
 CHUNK = 16 << 20  # bytes per read
@@ -54,17 +56,12 @@ def _decoded(path: Path, size: int):
             done += len(raw)
 
 
-def _points(text: str) -> np.ndarray:
-    """The code points of `text`, (len,) uint32."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
 def _vocab_and_sha(path: Path, size: int) -> tuple[str, str]:
     """Pass 1: the sorted characters of the file's first `size` bytes, and their sha256."""
     h, seen = hashlib.sha256(), np.zeros(0, np.uint32)
     for raw, text in _decoded(path, size):
         h.update(raw)
-        seen = np.union1d(seen, _points(text))
+        seen = np.union1d(seen, code_points(text))
     if len(seen) > 65536:
         raise UserError(f"{path} has {len(seen)} distinct characters: more than a uint16 token file holds")
     return "".join(map(chr, seen.tolist())), h.hexdigest()
@@ -72,11 +69,17 @@ def _vocab_and_sha(path: Path, size: int) -> tuple[str, str]:
 
 def batch_items(text: str, offset: int, final: bool, path: Path) -> tuple[list[str], str]:
     """(batch items, the rest) of `text`, which begins at character `offset` of the file: an item ends at the first
-    line start at or after each multiple of ITEM_CHARS; the rest waits for the next read (all of it, if final)."""
-    starts = np.fromiter((m.end() for m in _LINE_START.finditer(text)), np.int64) + offset  # absolute, sorted
-    targets = np.arange((offset // ITEM_CHARS + 1) * ITEM_CHARS, offset + len(text) + 1, ITEM_CHARS)
-    found = np.searchsorted(starts, targets)
-    bounds = [0, *(np.unique(starts[found[found < len(starts)]]) - offset).tolist()]
+    cut at or after each multiple of ITEM_CHARS; the rest waits for the next read (all of it, if final). Only the
+    cuts near those multiples are looked for: a scan of every line would cost a tenth of the encoding."""
+    bounds, target = [0], (offset // ITEM_CHARS + 1) * ITEM_CHARS - offset  # relative to text
+    while target <= len(text):
+        m = _LINE_START.search(text, max(target - 2, bounds[-1]))  # a cut ending at `target` starts <= 2 before
+        while m is not None and m.end() < target:
+            m = _LINE_START.search(text, m.end())
+        if m is None:
+            break
+        bounds.append(m.end())
+        target = ((offset + m.end()) // ITEM_CHARS + 1) * ITEM_CHARS - offset  # the multiples up to it: this cut
     if final:
         bounds.append(len(text))
     elif len(text) - bounds[-1] > MAX_LINE:
@@ -104,58 +107,98 @@ def _changed(path: Path) -> UserError:
 
 
 def _encode(path: Path, st: os.stat_result, tok: Any, sha: str | None, out: Path, dtype: str) -> str:
-    """The ids of the file's text into `out`; its sha256 (checked against pass 1's `sha`, when there was one)."""
-    h, rest, offset = hashlib.sha256(), "", 0
-    with open(out, "wb") as f:
+    """The ids of the file's text into `out`; its sha256 (checked against pass 1's `sha`, when there was one).
+    A character table encodes each read as it comes (a character's id depends on it alone): nothing to cut. The
+    tokenizer encodes one read's items while this thread reads, hashes and cuts the next and writes the last."""
+    h, rest, offset, chars = hashlib.sha256(), "", 0, isinstance(tok, CharTokenizer)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, open(out, "wb") as f:
+        pending = None
         for raw, text in _decoded(path, st.st_size):
             h.update(raw)
-            items, new_rest = batch_items(rest + text, offset, not raw, path)
+            items, new_rest = ([text], "") if chars else batch_items(rest + text, offset, not raw, path)
             offset += len(rest) + len(text) - len(new_rest)
             rest = new_rest
-            try:
-                ids = tok.encode_batch(items)
-            except UserError:
-                if sha is None:  # a named table that lacks a character of the text
-                    raise
-                raise _changed(path) from None  # a character pass 1 did not see: the file changed
-            for piece in ids:
-                piece.astype(dtype).tofile(f)
+            encoding = pool.submit(tok.encode_batch, items)
+            if pending is not None:
+                _write(pending, f, dtype, path, sha)
+            pending = encoding
+        _write(pending, f, dtype, path, sha)
     if (sha is not None and h.hexdigest() != sha) or not cache.same_file(cache.identity(path, st), path.stat()):
         raise _changed(path)
     return h.hexdigest()
 
 
-def encode_to_cache(path: Path, st: os.stat_result, tok: Any = None) -> tuple[Path, str, Any, str]:
-    """(cached token file, its dtype, the tokenizer, sha256 of the text) for a text file and a tokenizer (None:
-    its own characters, collected by a first pass); encoded now unless the cache holds it."""
+def _write(encoding: concurrent.futures.Future, f: IO, dtype: str, path: Path, sha: str | None) -> None:
+    """One read's ids, once encoded, onto the end of the token file."""
+    try:
+        ids = encoding.result()
+    except UserError:
+        if sha is None:  # a named table that lacks a character of the text
+            raise
+        raise _changed(path) from None  # a character pass 1 did not see: the file changed
+    for piece in ids:
+        piece.astype(dtype).tofile(f)
+
+
+def _locked(folder: Path, path: Path) -> IO:
+    """The encoding folder, made and locked (runs started together: one encodes, the others wait for it)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = locks.acquire(folder / "lock", wait=False)
+        if lock is None:
+            print(f"note: waiting for another run that encodes {path}", file=sys.stderr, flush=True)
+            lock = locks.acquire(folder / "lock", wait=True)
+    except OSError as e:
+        raise UserError(f"cannot write the cache folder {folder} ({e.strerror}): a text is encoded there; set "
+                        "XDG_CACHE_HOME to a writable folder") from None
+    return lock
+
+
+def _cached(folder: Path, found: dict) -> token_file.TokenFile | None:
+    """The token file an entry names, open, if it is still the file the entry recorded."""
+    try:
+        tf = token_file.open_tokens(folder / str(found["file"]), str(found["dtype"]))
+    except UserError:
+        return None
+    return tf if tf.identity["stat"] == found["tokens_file"].tolist() else None
+
+
+def encode_to_cache(path: Path, st: os.stat_result, tok: Any = None) -> tuple[token_file.TokenFile, Any, str]:
+    """(the cached token file, open; the tokenizer; sha256 of the text) for a text file and a tokenizer (None:
+    its own characters, collected by a first pass); encoded now unless the cache holds it. Each version of a
+    text has a token file of its own: a new encoding never replaces the file a running run reads."""
     name = tok.identity[:20] if tok is not None else "chars"
-    folder = cache.source_folder("text", path) / name
-    entry = folder / "encoding.entry"
-    key = {"kind": "text", "name": name, "source": cache.identity(path, st)}
-    bin_path = folder / "tokens.bin"
-    folder.mkdir(parents=True, exist_ok=True)
-    with locks.acquire(folder / "lock", wait=True):  # runs started together: one encodes, the others wait for it
-        found = cache.read(entry, key)
-        if found is not None and bin_path.exists() and cache.same_file(
-                {"stat": found["tokens_file"].tolist()}, bin_path.stat()):
-            vocab = str(found["vocab"])
-            return bin_path, str(found["dtype"]), tok if tok is not None else CharTokenizer(vocab), str(found["sha256"])
+    folder, key = cache.source_folder("text", path) / name, {"kind": "text", "name": name,
+                                                             "source": cache.identity(path, st)}
+    with _locked(folder, path):
+        found = cache.read(folder / "encoding.entry", key)
+        tf = _cached(folder, found) if found is not None else None
+        if tf is not None:
+            return tf, tok if tok is not None else CharTokenizer(str(found["vocab"])), str(found["sha256"])
+        for stale in folder.glob("*.tmp"):  # a stopped encoding's (a stop exits at once, skipping clean-up)
+            stale.unlink(missing_ok=True)
         first_sha = None
-        if tok is not None:
-            _check_cuttable(tok, path)
         if tok is None:
             vocab, first_sha = _vocab_and_sha(path, st.st_size)
             tok = CharTokenizer(vocab)
+        elif not isinstance(tok, CharTokenizer):
+            _check_cuttable(tok, path)
         dtype = "<u2" if tok.vocab_size <= 1 << 16 else "<u4"
+        file = f"tokens-{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.bin"
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as f:
             tmp = Path(f.name)
         try:
             sha = _encode(path, st, tok, first_sha, tmp, dtype)
             if tmp.stat().st_size == 0:
                 raise UserError(f"data file is empty: {path}")
-            os.replace(tmp, bin_path)
+            os.replace(tmp, folder / file)
         finally:
             tmp.unlink(missing_ok=True)
-        cache.write(entry, key, {"vocab": np.array(getattr(tok, "vocab", None) or ""), "sha256": np.array(sha),
-                                 "dtype": np.array(dtype), "tokens_file": np.array(cache.identity(bin_path)["stat"])})
-    return bin_path, dtype, tok, sha
+        for old in folder.glob("tokens-*.bin"):  # earlier versions' (a run reading one holds it open: it goes on)
+            if old.name != file:
+                old.unlink(missing_ok=True)
+        tf = token_file.open_tokens(folder / file, dtype)
+        cache.write(folder / "encoding.entry", key, {"vocab": np.array(getattr(tok, "vocab", None) or ""),
+                    "sha256": np.array(sha), "dtype": np.array(dtype), "file": np.array(file),
+                    "tokens_file": np.array(tf.identity["stat"])})
+    return tf, tok, sha

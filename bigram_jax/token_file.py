@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ class TokenFile:
     tokens: np.ndarray  # (N,) read-only memory map in the file's own dtype
     offset: int  # bytes before the first token (the .npy header)
     identity: dict  # cache.identity when opened: what the cache knows it by, and how a change mid-run is seen
+    fd: int  # the file, open from the start: every read is of the file opened (a new one under its name is not)
 
     def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
         """tokens[i:i + length] for each start i of `starts` (any shape) as int32 (..., length), read with pread:
@@ -36,23 +38,21 @@ class TokenFile:
         item = self.tokens.dtype.itemsize
         flat = starts.reshape(-1).tolist()
         out = np.empty((len(flat), length), np.int32)
-        with open(self.path, "rb") as f:
-            fd = f.fileno()
-            for k, i in enumerate(flat):
-                raw = os.pread(fd, length * item, self.offset + i * item)
-                if len(raw) != length * item:
-                    raise UserError(f"token file {self.path} changed during the run (truncated to "
-                                    f"{os.fstat(fd).st_size} bytes): stopped rather than train on other data")
-                out[k] = np.frombuffer(raw, self.tokens.dtype)
+        for k, i in enumerate(flat):
+            raw = os.pread(self.fd, length * item, self.offset + i * item)
+            if len(raw) != length * item:
+                raise UserError(f"token file {self.path} changed during the run (truncated to "
+                                f"{os.fstat(self.fd).st_size} bytes): stopped rather than train on other data")
+            out[k] = np.frombuffer(raw, self.tokens.dtype)
         return out.reshape(*starts.shape, length)
 
     def check_unchanged(self) -> None:
-        """Raise UserError if the file was rewritten or truncated since it was opened."""
-        try:
-            st = self.path.stat()
-        except OSError as e:
-            raise UserError(f"token file {self.path} disappeared during the run ({e.strerror})") from None
-        if not cache.same_file(self.identity, st):
+        """Raise UserError if the file was rewritten or truncated in place since it was opened (a file put in its
+        place under its name changes nothing: the run goes on reading the one it opened)."""
+        st = os.fstat(self.fd)
+        deleted = st.st_nlink == 0  # (a newer encoding's clean-up: deleting sets ctime, nothing can rewrite it now)
+        if not cache.same_file(self.identity, st) and not (
+                deleted and self.identity["stat"][:4] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]):
             raise UserError(f"token file {self.path} changed during the run (size {self.identity['stat'][2]} -> "
                             f"{st.st_size} bytes, or rewritten): stopped rather than train on other data")
 
@@ -81,7 +81,13 @@ def open_tokens(path: Path, dtype: str | None = None) -> TokenFile:
         raise UserError(f"{path} must hold a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
     if tokens.size == 0:
         raise UserError(f"data file is empty: {path}")
-    return TokenFile(path, tokens, offset, cache.identity(path, st))
+    fd = os.open(path, os.O_RDONLY)
+    if not cache.same_file(cache.identity(path, st), os.fstat(fd)):  # the map and the reads: one and the same file
+        os.close(fd)
+        raise UserError(f"token file {path} changed while it was opened: run again once nothing writes to it")
+    tf = TokenFile(path, tokens, offset, cache.identity(path, st), fd)
+    weakref.finalize(tf, os.close, fd)
+    return tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +105,8 @@ def _chunks(tf: TokenFile, hasher=None):
     header too. Each piece is valid until the next one is read."""
     item = tf.tokens.dtype.itemsize
     buf = np.empty(CHUNK, tf.tokens.dtype)
-    with open(tf.path, "rb", buffering=0) as f:
+    with open(os.dup(tf.fd), "rb", buffering=0) as f:  # the file opened (a duplicate: closing it keeps tf's)
+        f.seek(0)
         head = f.read(tf.offset)
         if hasher is not None:
             hasher.update(head)

@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from bigram_jax.errors import UserError, check_regular
+from bigram_jax.errors import UserError, check_regular, first_line
+
+
+def code_points(text: str) -> np.ndarray:
+    """The code points of `text`, (len,) uint32 (surrogates too: any str has them)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
 
 @dataclasses.dataclass(frozen=True)
 class CharTokenizer:
@@ -55,8 +61,7 @@ class CharTokenizer:
     def encode(self, s: str) -> np.ndarray:
         """String -> int32 ids; an unknown character is a UserError naming it. Vectorized: each code point (UTF-32)
         indexes a table of ids by code point (-1: not in the vocabulary), not character by character in Python."""
-        points = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (len(s),)
-        vocab = np.frombuffer(self.vocab.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # (V,)
+        points, vocab = code_points(s), code_points(self.vocab)  # (len(s),), (V,)
         top = max(int(points.max(initial=0)), int(vocab.max(initial=0)))  # at most 0x10FFFF: a table of <= 4.5 MB
         id_of = np.full(top + 1, -1, np.int32)
         id_of[vocab] = np.arange(len(vocab), dtype=np.int32)
@@ -142,7 +147,7 @@ _MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}  # 
 
 def _plain_data(path: Path) -> Any:
     """The object a small pickle file holds, refused (UserError) unless it is plain data. Its opcodes are read
-    first, without running any (pickletools): a memo index past the opcode count (a pickle of a few bytes that
+    first, without running any (pickletools): a memo index past the file's length (a pickle of a few bytes that
     would make the unpickler allocate gigabytes) is refused there, before the unpickler sees it."""
     import io
     import pickletools
@@ -155,12 +160,12 @@ def _plain_data(path: Path) -> Any:
         raise refuse(f"over {META_PKL_MAX >> 20} MB")
     raw = path.read_bytes()
     try:
-        ops = list(pickletools.genops(raw))
-        if any(op.name in _MEMO_OPS and arg >= len(ops) for op, arg, _ in ops):
-            raise ValueError("a memo index past its end")
+        for op, arg, _ in pickletools.genops(raw):  # one at a time: a pickle holds fewer opcodes than bytes
+            if op.name in _MEMO_OPS and arg >= len(raw):
+                raise ValueError("a memo index past its end")
         return _OnlyPlainData(io.BytesIO(raw)).load()
     except Exception as e:  # noqa: BLE001  (nothing was executed: whatever a bad file raises is the file's fault)
-        raise refuse(str(e).splitlines()[0][:120] if str(e) else type(e).__name__) from None
+        raise refuse(first_line(e)) from None
 
 
 def read_meta_pkl(path: Path) -> CharTokenizer:

@@ -240,7 +240,7 @@ def test_resume_with_another_tokenizer_is_refused(bpe, other, plugin, hf_json, s
 def test_bpe_exact_losses_equal_a_float64_brute_force(bpe, shakespeare_text):
     whole = np.asarray(bpe.encode(shakespeare_text), np.int64)
     # the run encoded the text line by line into its token file: for GPT-2's pattern, the whole text's ids
-    files = list(bpe.cache.rglob("tokens.bin"))
+    files = list(bpe.cache.rglob("tokens-*.bin"))
     assert len(files) == 1, files
     ran = np.fromfile(files[0], "<u2").astype(np.int64)
     assert len(ran) == len(whole) and np.array_equal(ran, whole), "line-by-line ids differ from the whole text's"
@@ -273,8 +273,8 @@ def test_line_by_line_encoding_equals_whole_text_on_awkward_lines(tmp_path, hf_j
     hf = tokenizers.Tokenizer.from_file(str(hf_json))
     for tok, whole in [(bpe.hugging_face(hf_json), hf.encode(text, add_special_tokens=False).ids),
                        (bpe.Tiktoken(TK_NAME, tk_enc), tk_enc.encode_ordinary(text))]:
-        bin_path, dtype, _, _ = text_file.encode_to_cache(path, path.stat(), tok)
-        assert np.array_equal(np.fromfile(bin_path, dtype), np.asarray(whole)), tok.describe()
+        tf, _, _ = text_file.encode_to_cache(path, path.stat(), tok)
+        assert np.array_equal(np.asarray(tf.tokens), np.asarray(whole)), tok.describe()
 
 
 def test_a_tokenizer_json_that_adds_a_prefix_space_is_encoded_as_one_text_or_refused(tmp_path, shakespeare_path,
@@ -294,12 +294,11 @@ def test_a_tokenizer_json_that_adds_a_prefix_space_is_encoded_as_one_text_or_ref
     path = tmp_path / "prefix-space.json"
     tok.save(str(path))
     try:
-        bin_path, dtype, _, _ = text_file.encode_to_cache(shakespeare_path, shakespeare_path.stat(),
-                                                          bpe.hugging_face(path))
+        tf, _, _ = text_file.encode_to_cache(shakespeare_path, shakespeare_path.stat(), bpe.hugging_face(path))
     except UserError as e:
         assert "\n" not in str(e)
         return
-    ids = np.fromfile(bin_path, dtype)
+    ids = np.asarray(tf.tokens)
     whole = np.asarray(tok.encode(shakespeare_text, add_special_tokens=False).ids)
     assert len(ids) == len(whole) and np.array_equal(ids, whole), f"{len(ids)} ids vs {len(whole)}"
 
@@ -398,3 +397,17 @@ def test_checkpoint_keeps_the_tokenizer_json_whole_under_its_checksum(hf_json, p
     r = run_script("sample.py", "--checkpoint", str(run), "--prompt", "ROMEO:", "--num-tokens", "20",
                    env=_env(plugin))
     one_line(r, 2, "checksum")
+
+
+def test_export_writes_both_files_without_the_tokenizer_library(bpe, tmp_path):
+    """export_torch.py copies the checkpoint's tokenizer record as it is: with tiktoken and tokenizers absent (or
+    tiktoken's file not downloadable) both files are written, and nothing is half-written before a refusal."""
+    pytest.importorskip("torch")
+    out = tmp_path / "X.pt"
+    code = ("import sys; sys.modules['tiktoken'] = sys.modules['tokenizers'] = None; "
+            "from torch_ref.cli import export_main; "
+            f"sys.exit(export_main(['--checkpoint', {str(bpe.run)!r}, '--out', {str(out)!r}]))")
+    r = _python(code)
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "X.tokenizer.json").read_text())
+    assert info["tokenizer"] == load_checkpoint(bpe.run).meta["tokenizer"] and out.is_file()

@@ -6,7 +6,6 @@ Signals, locks and process-wide state are in test_trust_signals.py.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -243,41 +242,59 @@ def test_an_edited_vocab_size_in_checkpoint_metadata_is_refused_as_such(run, tmp
     one_line(train(d, "--resume", "--max-iters", "400"), 2, "metadata", "checksum")
 
 
+def test_metadata_of_this_version_without_its_checksum_is_refused(run, tmp_path):
+    """The checksum deleted along with the edit it would show: metadata written by 0.2.0 or later must carry one
+    (older versions wrote none, and theirs loads as it is: tests/test_checkpoint.py's fixtures)."""
+    def edit(meta: dict) -> None:
+        _swap_vocab(meta)
+        del meta["meta_sha256"]
+
+    one_line(run_script("sample.py", "--checkpoint", str(edited(run, tmp_path / "gone", edit)), "--num-tokens", "5"),
+             2, "step 300", "metadata", "checksum")
+
+
 # 6. the compiled-program key ----------------------------------------------------------------------------------
-
-def _key_module():
-    """Where program names are made: bigram_jax.program_key (since issue 20), else bigram_jax.programs."""
-    import bigram_jax
-
-    split = (Path(bigram_jax.__file__).parent / "program_key.py").exists()  # this package's, not another install's
-    return importlib.import_module("bigram_jax.program_key" if split else "bigram_jax.programs")
-
 
 def test_the_program_key_sees_the_host_cpu(monkeypatch):
     """Issue 20, case 6 (in-process): host_cpu() names the CPU, is part of the environment every program name
     holds, and another CPU gives the same function and arguments another name."""
+    from bigram_jax import program_key
     from bigram_jax.config import Config
     from bigram_jax.train import learning_rate
 
-    mod = _key_module()
-    environment = getattr(mod, "environment", None) or mod._environment
     args, static = (np.int32(0),), {"cfg": Config()}
-    name = lambda: mod.key(learning_rate, args, static)[0] if hasattr(mod, "key") else mod._name(  # noqa: E731
-        learning_rate, args, static)
-    environment.cache_clear()
+    program_key._fixed.cache_clear()
     try:
-        cpu = mod.host_cpu()
-        assert isinstance(cpu, str) and cpu and cpu in environment()
+        cpu = program_key.host_cpu()
+        assert isinstance(cpu, str) and cpu and cpu in program_key.environment()
         info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
         model = [x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")]
         assert not model or model[0] in cpu, (model, cpu)
-        here = name()
-        monkeypatch.setattr(mod, "host_cpu", lambda: cpu + " (another)")
-        environment.cache_clear()
-        assert name() != here
+        here = program_key.key(learning_rate, args, static)[0]
+        monkeypatch.setattr(program_key, "host_cpu", lambda: cpu + " (another)")
+        program_key._fixed.cache_clear()
+        assert program_key.key(learning_rate, args, static)[0] != here
     finally:
         monkeypatch.undo()
-        environment.cache_clear()
+        program_key._fixed.cache_clear()
+
+
+def test_the_program_key_sees_a_jax_setting_changed_after_the_first_program():
+    """JAX's settings are read for every key, not once: a precision set after the first program names others."""
+    import jax
+
+    from bigram_jax import program_key
+    from bigram_jax.config import Config
+    from bigram_jax.train import learning_rate
+
+    args, static = (np.int32(0),), {"cfg": Config()}
+    before = program_key.key(learning_rate, args, static)[0]
+    jax.config.update("jax_default_matmul_precision", "highest")
+    try:
+        assert program_key.key(learning_rate, args, static)[0] != before
+    finally:
+        jax.config.update("jax_default_matmul_precision", None)
+    assert program_key.key(learning_rate, args, static)[0] == before
 
 
 def test_the_program_key_sees_the_backend_settings(tmp_path, own_cache):

@@ -17,19 +17,22 @@ def _export(argv: Sequence[str] | None) -> int:
     p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the state_dict")
     args = p.parse_args(argv)
     from bigram_jax.checkpoint import load_checkpoint
+    from bigram_jax.tokenizers import describe_record, from_record
     from torch_ref.convert import save_torch_state_dict
 
     ck = load_checkpoint(args.checkpoint, args.step)
     out = Path(args.out)
-    beside = out.with_suffix(".tokenizer.json")  # what the ids mean: the checkpoint's tokenizer record
+    beside = out.with_suffix(".tokenizer.json")  # what the ids mean: the checkpoint's tokenizer, as recorded
     for path in (out, beside):
         if path.exists():
             raise UserError(f"{path} exists; choose another --out (nothing was changed)")
+    # from the metadata as it is: rebuilding the tokenizer would need its library (and tiktoken's download)
+    V = ck.meta["vocab_size"]
+    record = ck.meta.get("tokenizer") or from_record(None, ck.vocab, V).record()
     save_torch_state_dict(ck.params, out)
-    V, record = ck.meta["vocab_size"], ck.tokenizer.record()
     beside.write_text(json.dumps({"vocab_size": V, "tokenizer": record}, ensure_ascii=False) + "\n")
     print(f"wrote {out}: token_embedding_table.weight {V}x{V} from step {ck.step}; and {beside}: its tokenizer, "
-          f"{ck.tokenizer.describe()}")
+          f"{describe_record(ck.meta.get('tokenizer'), ck.vocab)}")
     return 0
 
 

@@ -14,7 +14,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 from bigram_jax import programs
 from bigram_jax.checkpoint import quiet
 from bigram_jax.config import Config
-from bigram_jax.errors import UserError
+from bigram_jax.errors import UserError, first_line
 from bigram_jax.integrity import checksums, meta_is_intact, seal_meta, verify
 from bigram_jax.model import BigramLanguageModel
 
@@ -35,12 +35,6 @@ def checkpoint_dir(path: str | Path) -> Path:
 def run_checkpoint_dir(out_dir: str | Path) -> Path:
     """Where a training run keeps its checkpoints: OUT_DIR/checkpoints, absolute, whatever exists yet."""
     return Path(out_dir).expanduser().resolve() / "checkpoints"
-
-
-def _first_line(e: BaseException) -> str:
-    """'Type: the first line of the message', short."""
-    msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 class _Manager(ocp.CheckpointManager):
@@ -78,8 +72,7 @@ class Checkpoints:
             self.mgr = _Manager(directory, options=options)
         except Exception as e:  # noqa: BLE001
             quiet.mute(False)
-            raise UserError(f"cannot open the checkpoints in {directory} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+            raise UserError(f"cannot open the checkpoints in {directory} ({first_line(e)})") from None
 
     def set_keep(self, keep: int) -> None:
         """Keep the latest `keep` from now on (a resumed run's config may say another number)."""
@@ -105,7 +98,7 @@ class Checkpoints:
         try:
             return self.mgr.restore(step, args=ocp.args.Composite(**args))
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
-            raise UserError(f"checkpoint at step {step} in {self.directory} is unreadable ({_first_line(e)})") from None
+            raise UserError(f"checkpoint at step {step} in {self.directory} is unreadable ({first_line(e)})") from None
 
     def read_meta(self, step: int) -> dict:
         """The JSON metadata of one checkpoint, checked (its own checksum, then its shape)."""
@@ -175,7 +168,7 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001  (orbax re-raises its writer threads' errors in many types)
             what = f"the checkpoint of step {step}" if step is not None else "a checkpoint"
             good = self.mgr.latest_step()
-            raise UserError(f"cannot save {what} ({_first_line(e)}); the last good checkpoint is "
+            raise UserError(f"cannot save {what} ({first_line(e)}); the last good checkpoint is "
                             f"{'none' if good is None or good == step else f'step {good}'}") from None
 
     def check(self) -> None:
