@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, popen_script, run_script
 from tests.test_faults import one_line
-from tests.test_trust import env_of, ok, train
+from tests.test_trust import env_of, ok, run, train  # noqa: F401  (run: test_trust's finished run, a fixture)
 
 LONG = ["--max-iters", "100000000", "--chunk-seconds", "0.05", "--sample-tokens", "0", "--eval-interval", "100"]
 
@@ -114,20 +114,10 @@ def test_a_signal_the_parent_ignores_stays_ignored(tmp_path):
 
 # 9. sample.py while a run rotates its checkpoints ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A finished run with checkpoints at 100, 200 and 300."""
-    base = tmp_path_factory.mktemp("trust_signals")
-    out = base / "run"
-    ok(train(out, "--max-iters", "300", "--checkpoint-every", "100", "--sample-tokens", "0", "--eval-interval", "100",
-             cache=base / "cache"))
-    assert steps(out) == [100, 200, 300]
-    return out
-
-
 def test_a_latest_checkpoint_deleted_under_the_loader_falls_back_to_the_one_before(run, tmp_path, monkeypatch):
     """Issue 20, case 9a: the latest step's folder disappears between picking it and reading it (a run rotating
     its checkpoints): load_checkpoint returns the step before instead of raising."""
+    assert steps(run) == [100, 200, 300]
     from bigram_jax import load_checkpoint
     from bigram_jax.checkpoint.manager import Checkpoints
 
