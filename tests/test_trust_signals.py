@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import ROOT, popen_script, run_script
 from tests.test_faults import one_line
-from tests.test_trust import env_of, ok, run, train  # noqa: F401  (run: test_trust's finished run, a fixture)
+from tests.test_trust import env_of, ok, train
+from tests.test_trust_runs import run  # noqa: F401  (test_trust_runs's finished run, a fixture)
 
 LONG = ["--max-iters", "100000000", "--chunk-seconds", "0.05", "--sample-tokens", "0", "--eval-interval", "100"]
 
