@@ -49,7 +49,8 @@ def test_hangup_and_user_signals_save_and_stop_as_sigterm_does(tmp_path, sig):
     """Issue 20, case 7: SIGHUP, SIGUSR1 and SIGUSR2 stop a run as SIGTERM does: a checkpoint is saved, one line
     says so, the exit status is 128 + the signal, and --resume continues."""
     out = tmp_path / "run"
-    p = popen_script("train.py", "--out-dir", str(out), *LONG)
+    p = subprocess.Popen(train_after(at_default(sig), "--out-dir", str(out), *LONG), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env_of())
     try:
         wait_for(p, "step 100:")
         p.send_signal(sig)
@@ -69,12 +70,19 @@ def train_after(setup: str, *argv: str) -> list[str]:
     return [sys.executable, "-c", setup + then, str(ROOT / "scripts" / "train.py"), *argv]
 
 
+def at_default(sig: signal.Signals) -> str:
+    """Python that puts `sig` back to its default action, so a run is tested as if started from a terminal even
+    when the tests themselves run under nohup (which starts them, and so every run, with SIGHUP ignored)."""
+    return f"import signal\nsignal.signal(signal.{sig.name}, signal.SIG_DFL)\n"
+
+
 def test_a_hung_up_terminal_saves_and_stops_the_run(tmp_path):
     """Issue 20, case 7: a run whose controlling terminal (its stdin, stdout and stderr) hangs up gets SIGHUP and
     then fails every write to it: it still exits 129 within 30 s and leaves a checkpoint that --resume continues."""
     out = tmp_path / "run"
     master, slave = os.openpty()
     take_terminal = "import fcntl, termios\nfcntl.ioctl(0, termios.TIOCSCTTY, 0)"  # after setsid: stdin's pty
+    take_terminal = at_default(signal.SIGHUP) + take_terminal
     p = subprocess.Popen(train_after(take_terminal, "--out-dir", str(out), *LONG), stdin=slave, stdout=slave,
                          stderr=slave, env=env_of(), start_new_session=True)
     os.close(slave)
