@@ -48,10 +48,7 @@ class Tiktoken:
         h = hashlib.sha256(f"{self.name}\n{getattr(self.enc, '_pat_str', '')}\n".encode())
         h.update(repr(sorted((t, self.enc.encode_single_token(t)) for t in self.enc.special_tokens_set)).encode())
         for i in range(self.enc.n_vocab):
-            try:
-                token = self.enc.decode_single_token_bytes(i)
-            except KeyError:  # an id the encoding leaves unused
-                token = b""
+            token = self._token_bytes(i) or b""  # (an unused id: no bytes)
             h.update(len(token).to_bytes(4, "little") + token)
         return h.hexdigest()
 
@@ -73,11 +70,16 @@ class Tiktoken:
         samples them) and bytes cut mid-character show as U+FFFD."""
         out = bytearray()
         for i in np.asarray(ids).reshape(-1).tolist():
-            try:
-                out += self.enc.decode_single_token_bytes(i)
-            except KeyError:
-                out += "\ufffd".encode()
+            token = self._token_bytes(i)
+            out += "\ufffd".encode() if token is None else token
         return out.decode("utf-8", errors="replace")
+
+    def _token_bytes(self, i: int) -> bytes | None:
+        """The bytes of token `i`; None for an id the encoding leaves unused."""
+        try:
+            return self.enc.decode_single_token_bytes(i)
+        except KeyError:
+            return None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

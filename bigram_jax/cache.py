@@ -38,16 +38,19 @@ def cache_dir() -> Path:
     return where
 
 
-def identity(path: Path, st: os.stat_result | None = None) -> dict[str, Any]:
-    """What a cache entry knows its source file by (see the module's docstring)."""
-    st = st or path.stat()
-    return {"path": str(Path(path).resolve()),
-            "stat": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
+def stat_key(st: os.stat_result) -> list[int]:
+    """The part of a file's identity its stat gives: device, inode, size, mtime_ns and ctime_ns."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def identity(path: Path, st: os.stat_result) -> dict[str, Any]:
+    """What a cache entry knows its source file by (see the module's docstring); `st`: the file's stat."""
+    return {"path": str(Path(path).resolve()), "stat": stat_key(st)}
 
 
 def same_file(a: dict[str, Any], st: os.stat_result) -> bool:
     """Is `st` still the file whose identity is `a` (the path aside)?"""
-    return a["stat"] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return a["stat"] == stat_key(st)
 
 
 def source_folder(kind: str, path: Path) -> Path:
@@ -55,8 +58,9 @@ def source_folder(kind: str, path: Path) -> Path:
     return cache_dir() / kind / hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:20]
 
 
-def _canonical(key: dict) -> bytes:
-    return json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+def canonical(x: Any) -> bytes:
+    """JSON of `x` with one spelling for equal values (sorted keys, no spaces): what a checksum is taken over."""
+    return json.dumps(x, sort_keys=True, separators=(",", ":")).encode()
 
 
 def write(path: Path, key: dict, arrays: dict[str, np.ndarray]) -> bool:
@@ -64,7 +68,7 @@ def write(path: Path, key: dict, arrays: dict[str, np.ndarray]) -> bool:
     written (a read-only home, a full disk): the caller goes on without it."""
     arrays = {k: np.asarray(a, order="C") for k, a in arrays.items()}  # (ascontiguousarray makes 0-d arrays 1-d)
     header = {"key": {**key, "format": FORMAT}, "arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]}
-    body = [_canonical(header) + b"\n", *(a.tobytes() for a in arrays.values())]
+    body = [canonical(header) + b"\n", *(a.tobytes() for a in arrays.values())]
     digest = hashlib.sha256()
     for part in body:
         digest.update(part)
@@ -96,9 +100,11 @@ def read(path: Path, key: dict) -> dict[str, np.ndarray] | None:
         return None
     body = blob[head + 32:]
     end = bytes(body[:1 << 20]).find(b"\n")
+    if end < 0:
+        return None
     try:
         header = json.loads(bytes(body[:end]))
-        if end < 0 or _canonical(header["key"]) != _canonical({**key, "format": FORMAT}):
+        if canonical(header["key"]) != canonical({**key, "format": FORMAT}):
             return None
         out, at = {}, end + 1
         for name, dtype, shape in header["arrays"]:

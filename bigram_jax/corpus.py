@@ -88,9 +88,21 @@ class Corpus:
     def describe(self) -> str:
         """The run's `data:` line."""
         where = f"{self.path} + {self.val_path}" if self.val_path else str(self.path)
-        tok = "" if isinstance(self.tokenizer, CharTokenizer) and not self.tokenizer.source else \
+        tok = "" if _own_chars(self.tokenizer) else \
             f"; tokenizer: {self.tokenizer.describe()}{', found beside --data' if self.found_beside else ''}"
         return f"data: {where} ({len(self.train):,} train / {len(self.val):,} val tokens, vocab {self.vocab_size}{tok})"
+
+
+def _own_chars(tok: Any) -> bool:
+    """Whether `tok` is the lecture's: the characters of the text itself (not a meta.pkl's table)."""
+    return isinstance(tok, CharTokenizer) and not tok.source
+
+
+def _check_own_chars(cfg: Config, V: int) -> None:
+    """--vocab-size does not apply to a text read as its own characters (checked before any counting)."""
+    if cfg.vocab_size not in (0, V):
+        raise UserError(f"vocab_size applies to token-id data and named tokenizers; this text has "
+                        f"{V} characters, not {cfg.vocab_size}")
 
 
 def _counted(count: Callable[[], tuple[PairCounts, PairCounts]]) -> dict:
@@ -126,10 +138,17 @@ def _encoded_text_corpus(cfg: Config, path: Path, st, tok: Any) -> Corpus:
     """A text read with a named tokenizer, or too big to decode at once: its cached token file (encoded now if
     new), split and counted."""
     tf, tok, sha = text_file.encode_to_cache(path, st, tok)
-    N, top = len(tf.tokens), token_file.scan(tf).max_id
-    V = len(tok.vocab) if isinstance(tok, CharTokenizer) and not tok.source else _table_size(cfg, tok, top)
+    N = len(tf.tokens)
+    if _own_chars(tok):  # every character of its vocabulary occurs in the text: no scan needed
+        V = len(tok.vocab)
+        top = V - 1
+    else:
+        top = token_file.scan(tf).max_id
+        V = _table_size(cfg, tok, top)
     n_train = int(cfg.train_frac * N)
     _check_lengths(cfg, n_train, N - n_train)
+    if _own_chars(tok):
+        _check_own_chars(cfg, V)
     return Corpus(path=path, sha256=sha, tokenizer=tok, vocab_size=V, train=tf.tokens[:n_train],
                   val=tf.tokens[n_train:], train_file=tf,
                   **_counted(lambda: (_file_counts(tf, 0, n_train, top + 1, V),
@@ -196,16 +215,11 @@ def load_corpus(cfg: Config) -> Corpus:
         raise UserError("--val-data needs token-id --data (.bin or .npy); text data is split by --train-frac")
     st = check_regular(path)
     if tok is not None or st.st_size > text_file.IN_MEMORY_MAX:
-        corpus = _encoded_text_corpus(cfg, path, st, tok)
-    else:
-        text, sha = data_lib.load_text(path)
-        tok = CharTokenizer.from_text(text)
-        train, val = data_lib.split(tok.encode(text), cfg.train_frac)
-        _check_lengths(cfg, len(train), len(val))
-        corpus = Corpus(path=path, sha256=sha, tokenizer=tok, vocab_size=tok.vocab_size, train=train, val=val,
-                        **_counted(lambda: (PairCounts.of(train, tok.vocab_size), PairCounts.of(val, tok.vocab_size))))
-    if isinstance(corpus.tokenizer, CharTokenizer) and not corpus.tokenizer.source and cfg.vocab_size not in (
-            0, corpus.vocab_size):
-        raise UserError(f"vocab_size applies to token-id data and named tokenizers; this text has "
-                        f"{corpus.vocab_size} characters, not {cfg.vocab_size}")
-    return corpus
+        return _encoded_text_corpus(cfg, path, st, tok)
+    text, sha = data_lib.load_text(path)
+    tok = CharTokenizer.from_text(text)
+    train, val = data_lib.split(tok.encode(text), cfg.train_frac)
+    _check_lengths(cfg, len(train), len(val))
+    _check_own_chars(cfg, tok.vocab_size)
+    return Corpus(path=path, sha256=sha, tokenizer=tok, vocab_size=tok.vocab_size, train=train, val=val,
+                  **_counted(lambda: (PairCounts.of(train, tok.vocab_size), PairCounts.of(val, tok.vocab_size))))

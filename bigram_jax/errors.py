@@ -78,14 +78,17 @@ def _stop_now(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
+def set_stop_handlers(handler: Callable) -> dict:
+    """`handler` for every stop signal but one the parent ignores (nohup: it stays ignored); the handlers it
+    replaced, by signal, to put back. Main thread only."""
+    return {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+
+
 def install_stop_handlers() -> None:
     """From now on the stop signals end the process at once with one line and 128 + signal. The training loop
     swaps in its own handlers while it runs (they save a checkpoint first); outside it there is nothing to save:
-    no checkpoint is being written. A signal the parent ignores (nohup) stays ignored. Scripts call this before
-    any heavy import."""
-    for s in STOP_SIGNALS:
-        if signal.getsignal(s) is not signal.SIG_IGN:
-            signal.signal(s, _stop_now)
+    no checkpoint is being written. Scripts call this before any heavy import."""
+    set_stop_handlers(_stop_now)
 
 
 def interruptible(fn: Callable, *args: object) -> object:

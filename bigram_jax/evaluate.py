@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigram_jax import programs
-from bigram_jax.corpus import PairCounts
+from bigram_jax.corpus import Corpus, PairCounts
 from bigram_jax.data import get_batch
 from bigram_jax.model import BigramLanguageModel, table_of
 
@@ -51,6 +51,13 @@ def exact(params: dict, counts: dict) -> float:
     if "dense" in counts:
         return float(programs.run(exact_loss, params, counts["dense"], out=0.0))
     return float(programs.run(sparse_exact_loss, table_of(params), *(counts[k] for k in SPARSE), out=0.0))
+
+
+def exact_splits(params: dict, corpus: Corpus, dtype) -> tuple[float, float]:
+    """Exact (train, val) losses of `params` on `corpus`, its counts put on the default device as `dtype`: for a
+    table outside a job (restored or imported), which holds no counts of its own."""
+    splits = (corpus.train_counts, corpus.val_counts)
+    return tuple(exact(params, device_counts(c, dtype, jnp.asarray)) for c in splits)
 
 
 def _xent(counts: np.ndarray, probs: np.ndarray) -> float:

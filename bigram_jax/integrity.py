@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax import programs
+from bigram_jax import cache, programs
 from bigram_jax.errors import UserError
 
 
@@ -82,7 +82,7 @@ META_CHECKSUM = "meta_sha256"  # the key of the metadata's own checksum (checkpo
 
 def _meta_digest(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != META_CHECKSUM}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(cache.canonical(body)).hexdigest()
 
 
 def seal_meta(meta: dict) -> dict:

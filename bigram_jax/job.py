@@ -24,7 +24,6 @@ from bigram_jax.corpus import Corpus, load_corpus
 from bigram_jax.errors import Interrupted, NonFinite, UserError
 from bigram_jax.feed import HostFeed
 from bigram_jax.model import params_of, table_of
-from bigram_jax.pacing import Clock
 from bigram_jax.progress import Progress
 from bigram_jax.run_dir import RunDir
 from bigram_jax.summary import summarize
@@ -41,7 +40,6 @@ class Job:
     checkpoints: ckpt_lib.Checkpoints
     state: TrainState
     advance: Callable  # (state, step, n) -> (state, the n batch losses on the host): compiled once
-    feed: HostFeed | None  # the host's window gatherer, when the corpus stays on the host
     counts: dict  # each split's transition counts on the device(s), for exact evaluation
     floors: dict  # the best losses any bigram table reaches
     corpus_s: float  # seconds to load the corpus (its streaming pass, or the cache)
@@ -93,8 +91,8 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None, held: contextlib.ExitStac
     mesh = parallel.make_mesh(cfg, V)
     if cfg.top_k > V:
         raise UserError(f"top_k {cfg.top_k} is more than the vocabulary ({V})")
-    home = memory.data_home(cfg, len(corpus.train), V, mesh)
-    memory.check_fits(memory.run_bytes(cfg, V, mesh, len(corpus.train) if home == "device" else 0, DRAW_STEPS))
+    home, parts = memory.plan(cfg, len(corpus.train), V, mesh, DRAW_STEPS)
+    memory.check_fits(parts)
     if resume is None:  # the run folder: named, or the next numbered one; locked for the run's life
         cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(run_dir.next_run(run_dir.RUNS)))
         if parallel.is_primary():
@@ -120,7 +118,7 @@ def setup(cfg: Config, resume: ckpt_lib.Resume | None, held: contextlib.ExitStac
     if feed is not None:
         held.callback(feed.close)
     floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
-    return Job(cfg, corpus, mesh, checkpoints, state, advance, feed, counts, floors, corpus_s,
+    return Job(cfg, corpus, mesh, checkpoints, state, advance, counts, floors, corpus_s,
                time.perf_counter() - t0, say)
 
 
@@ -167,7 +165,7 @@ def train_loop(job: Job, run: RunDir) -> Trained:
     """
     cfg, state = job.cfg, job.state
     step = int(state.step)
-    clock = Clock(step)
+    clock = pacing.Clock(step)
     lr = lambda s: float(programs.run(learning_rate, np.int32(s), out=0.0, profile="once", cfg=cfg))  # noqa: E731
     losses = job.exact(state.params)
     if step == 0:  # a resumed run logged its starting step before it stopped
@@ -195,7 +193,7 @@ def train_loop(job: Job, run: RunDir) -> Trained:
     return Trained(state, losses, clock.start, clock.seconds)
 
 
-def _eval_and_save(job: Job, run: RunDir, state: TrainState, clock: Clock, lr: float, log: bool,
+def _eval_and_save(job: Job, run: RunDir, state: TrainState, clock: pacing.Clock, lr: float, log: bool,
                    save: bool) -> tuple[float, float]:
     """Exact losses of `state`; logged (an eval step) and/or checkpointed with them."""
     cfg, step, t = job.cfg, int(state.step), time.perf_counter()

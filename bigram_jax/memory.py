@@ -93,6 +93,13 @@ def run_bytes(cfg: Config, vocab_size: int, mesh: Mesh, resident_tokens: int, dr
             "closing sample": 12 * cfg.sample_tokens}
 
 
+def plan(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh, draw_steps: int) -> tuple[str, dict[str, float]]:
+    """(where the corpus lives, run_bytes by part): the job's plan, and what the device check reports `auto` picks;
+    one function, so the check's figures are the job's own."""
+    home = data_home(cfg, n_tokens, vocab_size, mesh)
+    return home, run_bytes(cfg, vocab_size, mesh, n_tokens if home == "device" else 0, draw_steps)
+
+
 def check_fits(parts: dict[str, float]) -> None:
     """Refuse, at start and in one line, a run whose arrays cannot fit the memory actually available: the
     device's (accelerators), or the host's less what is in use, within the container's limit (CPU)."""

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from bigram_jax import locks
 from bigram_jax.config import Config
-from bigram_jax.errors import STOP_SIGNALS, UserError, detach_hung_up_terminal
+from bigram_jax.errors import UserError, detach_hung_up_terminal, set_stop_handlers
 
 
 RUNS = Path("runs/bigram")  # where runs go without --out-dir: version_0, version_1, ... (as Lightning numbers them)
@@ -148,10 +148,9 @@ class RunDir:
         self.stop_signal = signum
 
     def __enter__(self) -> RunDir:
-        # a signal its parent ignores stays ignored (nohup); handlers can be set from the main thread only
+        # handlers can be set from the main thread only
         main = threading.current_thread() is threading.main_thread()
-        self._old = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS
-                     if main and signal.getsignal(s) is not signal.SIG_IGN}
+        self._old = set_stop_handlers(self._on_signal) if main else {}
         return self
 
     def __exit__(self, *exc: Any) -> None:

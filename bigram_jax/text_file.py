@@ -123,7 +123,7 @@ def _encode(path: Path, st: os.stat_result, tok: Any, sha: str | None, out: Path
                 _write(pending, f, dtype, path, sha)
             pending = encoding
         _write(pending, f, dtype, path, sha)
-    if (sha is not None and h.hexdigest() != sha) or not cache.same_file(cache.identity(path, st), path.stat()):
+    if (sha is not None and h.hexdigest() != sha) or cache.stat_key(st) != cache.stat_key(path.stat()):
         raise _changed(path)
     return h.hexdigest()
 

@@ -52,7 +52,7 @@ class TokenFile:
         st = os.fstat(self.fd)
         deleted = st.st_nlink == 0  # (a newer encoding's clean-up: deleting sets ctime, nothing can rewrite it now)
         if not cache.same_file(self.identity, st) and not (
-                deleted and self.identity["stat"][:4] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]):
+                deleted and self.identity["stat"][:4] == cache.stat_key(st)[:4]):
             raise UserError(f"token file {self.path} changed during the run (size {self.identity['stat'][2]} -> "
                             f"{st.st_size} bytes, or rewritten): stopped rather than train on other data")
 
@@ -81,11 +81,11 @@ def open_tokens(path: Path, dtype: str | None = None) -> TokenFile:
         raise UserError(f"{path} must hold a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
     if tokens.size == 0:
         raise UserError(f"data file is empty: {path}")
-    fd = os.open(path, os.O_RDONLY)
-    if not cache.same_file(cache.identity(path, st), os.fstat(fd)):  # the map and the reads: one and the same file
+    fd, ident = os.open(path, os.O_RDONLY), cache.identity(path, st)
+    if not cache.same_file(ident, os.fstat(fd)):  # the map and the reads: one and the same file
         os.close(fd)
         raise UserError(f"token file {path} changed while it was opened: run again once nothing writes to it")
-    tf = TokenFile(path, tokens, offset, cache.identity(path, st), fd)
+    tf = TokenFile(path, tokens, offset, ident, fd)
     weakref.finalize(tf, os.close, fd)
     return tf
 

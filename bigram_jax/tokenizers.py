@@ -201,17 +201,23 @@ def from_record(record: dict | None, vocab: str | None, vocab_size: int) -> Any:
     return bpe.from_record(record)
 
 
+def _without_library(record: dict | None, vocab: str | None) -> Any:
+    """The recorded tokenizer if it needs no library (characters, a meta.pkl's table, raw ids); else None."""
+    return from_record(record, vocab, 1) if record is None or record.get("kind") in ("chars", "meta.pkl", "ids") \
+        else None
+
+
 def record_identity(record: dict | None, vocab: str | None) -> str:
     """The identity of the tokenizer a checkpoint records, without loading any library."""
-    if record is None or record.get("kind") in ("chars", "meta.pkl", "ids"):
-        return from_record(record, vocab, 1).identity
-    return record["identity"]
+    tok = _without_library(record, vocab)
+    return tok.identity if tok is not None else record["identity"]
 
 
 def describe_record(record: dict | None, vocab: str | None) -> str:
     """What a checkpoint's tokenizer is, in words, without loading any library."""
-    if record is None or record.get("kind") in ("chars", "meta.pkl", "ids"):
-        return from_record(record, vocab, 1).describe()
+    tok = _without_library(record, vocab)
+    if tok is not None:
+        return tok.describe()
     library = "tiktoken" if record.get("kind") == "tiktoken" else "Hugging Face tokenizers"
     return f"{record.get('name') or record.get('source')} ({library})"
 

@@ -57,8 +57,7 @@ def _import(argv: Sequence[str] | None) -> int:
     corpus = load_corpus(cfg)
     V = corpus.vocab_size
     params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
-    losses = [evaluate.exact(params, evaluate.device_counts(c, jnp.float32, jnp.asarray))
-              for c in (corpus.train_counts, corpus.val_counts)]
+    losses = evaluate.exact_splits(params, corpus, jnp.float32)
     with claim(Path(cfg.out_dir), fresh=True), ckpt_lib.open_fresh(cfg) as ckpts:  # never over a run; locked
         RunDir(cfg, start_step=0)  # config.json and an empty metrics.jsonl, as a run at step 0 leaves
         ckpts.save(init_state(cfg, V, params=params), ckpt_lib.make_meta(cfg, corpus, *losses), losses[1])

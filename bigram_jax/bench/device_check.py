@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bigram_jax.errors import STOP_SIGNALS, OneLineParser, UserError, command, guard, prog
+from bigram_jax.errors import OneLineParser, UserError, command, guard, prog, set_stop_handlers
 
 from .device_parts import PARTS, PLATFORM_ENV, RUNNING, kill_group, run_bounded
 from .paths import ROOT
@@ -145,9 +145,7 @@ def _stop(signum: int, _frame) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of scripts/device_check.py: user errors as one line on stderr; a stop ends the parts too."""
-    for s in STOP_SIGNALS:
-        if signal.getsignal(s) is not signal.SIG_IGN:
-            signal.signal(s, _stop)
+    set_stop_handlers(_stop)
     return guard(prog("device_check.py"), lambda: _check(argv))
 
 

@@ -44,13 +44,14 @@ def summary(doc: dict) -> list[str]:
     return md("Parts", ["part", "status", "seconds / box", "checks", "error"], rows)
 
 
-def _steps(doc: dict) -> list[str]:
+def _steps(*figures: dict) -> list[str]:
+    """One table for both steps parts (each part's figures, in order): a row for each that measured steps."""
     gib = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     rows = [[f"{f['vocab_size']:,}", f"{f['batch_size']}x{f['block_size']}", f"{f['step_ms']:.3g} ms",
              si(f["tokens_per_s"]), f"{gib(f['peak_gib'])} / {f['plan_gib']:.2f}", gib(f.get("peak_with_save_gib")),
              gib(f["peak_after_sample_gib"]), f"{f['bandwidth_GBps']:.4g}", f"{f['copy_GBps']:.4g}",
              f"{f['fraction_of_copy']:.0%}", f"{f['compile_s']:.3g} s"]
-            for f in (doc["parts"].get(k, {}).get("figures", {}) for k in ("steps_8k", "steps_50k")) if "step_ms" in f]
+            for f in figures if "step_ms" in f]
     return md("One-device steps, gather loss: time, peak memory (GiB, memory_stats) against memory.py's plan, "
               "bandwidth (GB/s: the bytes a step must move, over its time) against this device's copy bandwidth",
               ["V", "B x T", "step", "tokens/s", "peak / plan", "peak, a save in flight", "peak after a 200-token "
@@ -97,19 +98,21 @@ def _auto(f: dict) -> list[str]:
 def body(doc: dict) -> list[str]:
     """Every part's tables (those that produced figures), after the summary."""
     p = {k: v["figures"] for k, v in doc["parts"].items() if v["figures"]}
-    tables = [("machine", "auto", lambda f: _auto(f)),
-              ("train", "train", lambda f: train_tables({"results": {"train": f["train"]}})),
-              ("generate", "generate", lambda f: generate_tables({"results": f})),
-              ("eval", "eval", lambda f: eval_tables({"results": f, "sizes": f["sizes"]})),
-              ("steps_8k", "step_ms", lambda f: _steps(doc)), ("job", "cold", _job), ("resume", "bit_exact", _resume),
-              ("tests", "files", _tests)]
+    # (the parts a table draws on, the figure one of them must have, the table of their figures)
+    tables = [(("machine",), "auto", _auto),
+              (("train",), "train", lambda f: train_tables({"results": {"train": f["train"]}})),
+              (("generate",), "generate", lambda f: generate_tables({"results": f})),
+              (("eval",), "eval", lambda f: eval_tables({"results": f, "sizes": f["sizes"]})),
+              (("steps_8k", "steps_50k"), "step_ms", _steps), (("job",), "cold", _job),
+              (("resume",), "bit_exact", _resume), (("tests",), "files", _tests)]
     out = summary(doc)
-    for part, needs, table in tables:
-        if needs in p.get(part, {}) or (part == "steps_8k" and "step_ms" in p.get("steps_50k", {})):
+    for parts, needs, table in tables:
+        figures = [p.get(part, {}) for part in parts]
+        if any(needs in f for f in figures):
             try:
-                out += table(p.get(part, {}))
+                out += table(*figures)
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:  # figures of an unforeseen shape
-                out += ["", f"({part}: its table could not be drawn: {type(e).__name__}: {e}; see the JSON)"]
+                out += ["", f"({parts[0]}: its table could not be drawn: {type(e).__name__}: {e}; see the JSON)"]
     return out
 
 

@@ -120,8 +120,7 @@ def _auto_choices() -> dict:
             out[name] = {"refused": str(e)}
             continue
         mesh = SimpleNamespace(shape={"data": len(jax.devices()) // mp, "model": mp})
-        home = memory.data_home(cfg, tokens, V, mesh)
-        plan = memory.run_bytes(cfg, V, mesh, tokens if home == "device" else 0, DRAW_STEPS)
+        home, plan = memory.plan(cfg, tokens, V, mesh, DRAW_STEPS)
         out[name] = {"vocab_size": V, "tokens": tokens, "model_parallel": mp, "data_on": home,
                      "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
                      "planned_gib_per_device": sum(plan.values()) / 2**30}
@@ -147,20 +146,31 @@ JOB_QUICK_FLAGS = ["--max-iters", "100", "--eval-interval", "50", "--sample-toke
 UNTIMED = ("tokens_per_second", "elapsed_seconds")  # the metrics that are clock readings
 
 
+def train_py(env: dict, deadline: float, *flags: str) -> str:
+    """scripts/train.py with `flags`, stopped at `deadline` (time.monotonic()): its log. A run that times out or
+    exits non-zero raises with its flags and the log's tail: the part's error then says which run failed and why."""
+    status, log = run_bounded([sys.executable, "scripts/train.py", *flags], env, max(1.0, deadline - time.monotonic()))
+    if status != 0:
+        raise RuntimeError(f"train.py {' '.join(flags)} {'timed out' if status is None else f'exited {status}'}: "
+                           f"{log[-800:]}")
+    return log
+
+
+def metrics_rows(out: Path) -> list[dict]:
+    """A run's metrics.jsonl rows without the clock readings: what two runs of the same job must log alike."""
+    return [{k: v for k, v in json.loads(x).items() if k not in UNTIMED}
+            for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def _job(out: Path, env: dict, flags: list[str], deadline: float) -> dict:
     """One lecture job as a process: its wall time, its own account of that time, and what JAX compiled in it."""
     t = time.perf_counter()
-    status, log = run_bounded([sys.executable, "scripts/train.py", *flags, "--out-dir", str(out)], env,
-                              max(1.0, deadline - time.monotonic()))
+    log = train_py(env, deadline, *flags, "--out-dir", str(out))
     wall, ended = time.perf_counter() - t, time.time()
-    if status != 0:
-        raise RuntimeError(f"train.py {'timed out' if status is None else f'exited {status}'}: {log[-800:]}")
     s = json.loads((out / "summary.json").read_text())
-    rows = [{k: v for k, v in json.loads(x).items() if k not in UNTIMED}
-            for x in (out / "metrics.jsonl").read_text().splitlines()]
     compiles = log.count("Finished XLA compilation") - log.count("Persistent compilation cache hit")
     return {"wall_s": wall, "account_s": {**s["seconds"], "exit": ended - s["ended_at"]}, "xla_compiles": compiles,
-            "lowered": sorted(set(re.findall(r"Compiling (jit\([^)]*\))", log))), "rows": rows,
+            "lowered": sorted(set(re.findall(r"Compiling (jit\([^)]*\))", log))), "rows": metrics_rows(out),
             "final_val_loss": s["val_loss"]}
 
 

@@ -5,15 +5,13 @@ logging the losses the same resume logs on this machine's CPU backend.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .device_parts import UNTIMED, run_bounded
+from .device_parts import metrics_rows, train_py
 from .paths import ROOT
 
 FIXTURE, FIXTURE_DATA, FIXTURE_STEPS = "tests/fixtures/f6817d1_run", "tests/fixtures/tiny.txt", 30
@@ -21,17 +19,13 @@ CPU_TOLERANCE = 1e-5  # another backend sums in another order: float32 rounding,
 
 
 def _train(env: dict, deadline: float, *flags: str) -> None:
-    status, log = run_bounded([sys.executable, "scripts/train.py", "--sample-tokens", "0", *flags], env,
-                              max(1.0, deadline - time.monotonic()))
-    if status != 0:
-        raise RuntimeError(f"train.py {' '.join(flags)} {'timed out' if status is None else f'exited {status}'}: "
-                           f"{log[-800:]}")
+    """One training process of the part, without the closing sample (its figures are the checkpoints and logs)."""
+    train_py(env, deadline, "--sample-tokens", "0", *flags)
 
 
 def _rows(out: Path) -> dict[int, dict]:
     """metrics.jsonl by step, without the clock readings."""
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: {k: v for k, v in r.items() if k not in UNTIMED} for r in rows}
+    return {r["step"]: r for r in metrics_rows(out)}
 
 
 def _final(out: Path) -> tuple[dict, object]:
@@ -83,17 +77,13 @@ def _cpu_fixture(tmp: Path) -> dict:
 
 def _exact_losses(params) -> dict:
     """The fixture's exact train and val losses, from params restored on this device."""
-    import jax.numpy as jnp
-
     from bigram_jax import evaluate
     from bigram_jax.config import make_config
     from bigram_jax.corpus import load_corpus
     from bigram_jax.model import table_of
 
     corpus = load_corpus(make_config({"data": str(ROOT / FIXTURE_DATA)}))
-    dtype = table_of(params).dtype
-    return {f"{s}_loss": evaluate.exact(params, evaluate.device_counts(getattr(corpus, f"{s}_counts"), dtype,
-                                                                       jnp.asarray)) for s in ("train", "val")}
+    return dict(zip(("train_loss", "val_loss"), evaluate.exact_splits(params, corpus, table_of(params).dtype)))
 
 
 def part_resume(quick: bool, box: float) -> dict:

@@ -81,13 +81,10 @@ def step_bytes(V: int, tokens: int) -> int:
 
 def _copy_gbps(floats: int, repeats: int) -> float:
     """This device's copy bandwidth as JAX reaches it: one read and one write of `floats` float32 per pass."""
-    import jax
-    import jax.numpy as jnp
-
+    from .limits import stream
     from .timing import median_per_unit
 
-    x, stream = jnp.ones(floats, jnp.float32), jax.jit(lambda a: a * 0.5 + 1.0)
-    s = median_per_unit({"copy": lambda n: [stream(x).block_until_ready() for _ in range(n)]}, repeats, 0.2)["copy"]
+    s = median_per_unit({"copy": stream(floats)}, repeats, 0.2)["copy"]
     return 2 * 4 * floats / s / 1e9
 
 
@@ -145,7 +142,7 @@ def _steps(V: int, quick: bool, save: bool) -> dict:
            "plan_gib": sum(plan.values()) / GIB, "plan_parts_gib": {k: v / GIB for k, v in plan.items()},
            "bytes_per_step_model": step_bytes(V, tokens), "bandwidth_GBps": step_bytes(V, tokens) / s / 1e9}
     if save:
-        out["peak_with_save_gib"] = _save_while_training(box, run, cfg)
+        out["peak_with_save_gib"] = _save_while_training(box, run, cfg, device)
     generate(box[0].params, jax.random.key(0), np.zeros((1, 1), np.int32), 200)
     out["peak_after_sample_gib"] = _peak_gib(device)
     out["copy_GBps"] = _copy_gbps(STEPS[quick][3], repeats)
@@ -156,17 +153,15 @@ def _steps(V: int, quick: bool, save: bool) -> dict:
     return {**out, "checks": {"losses finite": bool(finite), "peak during steps within the plan": within}}
 
 
-def _save_while_training(box: list, run, cfg) -> float | None:
-    """Save a checkpoint (orbax, async, from device memory) and train on while it is written: the peak after."""
-    import jax
-
+def _save_while_training(box: list, run, cfg, device) -> float | None:
+    """Save a checkpoint (orbax, async, from device memory) and train on while it is written: `device`'s peak after."""
     from bigram_jax.checkpoint import Checkpoints
 
     with tempfile.TemporaryDirectory() as tmp:
         with Checkpoints(Path(tmp) / "checkpoints") as ckpts:
             ckpts.save(box[0], {"config": cfg.to_dict()}, 0.0)
             run(20)  # the saved state's buffers are donated to these steps while orbax writes its copy
-    return _peak_gib(jax.devices()[0])
+    return _peak_gib(device)
 
 
 def part_steps_8k(quick: bool, box: float) -> dict:

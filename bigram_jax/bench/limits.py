@@ -6,18 +6,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from .context import Ctx
+from .timing import Fn
+
+
+def stream(floats: int) -> Fn:
+    """fn(n): n synced passes of a compiled x * 0.5 + 1.0 over `floats` float32, one read and one write of each:
+    the copy bandwidth JAX reaches here (this section's DRAM rate, the device check's copy GB/s), one probe."""
+    x, f = jnp.ones(floats, jnp.float32), jax.jit(lambda a: a * 0.5 + 1.0)
+    return lambda n: [f(x).block_until_ready() for _ in range(n)]
 
 
 def sec_limits(c: Ctx) -> dict:
     """This machine's measured peak rates, and how far the counts step is from the bounds they set."""
     S, m = c.V * c.V, c.sizes.matmul
-    big, dst, jbig = np.ones(c.sizes.big, np.float32), np.empty(c.sizes.big, np.float32), jnp.ones(c.sizes.big)
+    big, dst = np.ones(c.sizes.big, np.float32), np.empty(c.sizes.big, np.float32)
     mat, jmat, vxv = np.ones((m, m), np.float32), jnp.ones((m, m)), jnp.ones((c.V, c.V))
-    stream, matmul = jax.jit(lambda x: x * 0.5 + 1.0), jax.jit(lambda a: a @ a)
+    matmul = jax.jit(lambda a: a @ a)
     loop = jax.jit(lambda x, k: jax.lax.fori_loop(0, k, lambda i, x: x * 0.999 + 0.001, x))
     ids = np.random.default_rng(0).integers(0, S, c.sizes.big // 16)
     t = c.time({"numpy_copy": lambda n: [np.copyto(dst, big) for _ in range(n)],
-                "jax_stream": lambda n: [stream(jbig).block_until_ready() for _ in range(n)],
+                "jax_stream": stream(c.sizes.big),
                 "numpy_matmul": lambda n: [mat @ mat for _ in range(n)],
                 "jax_matmul": lambda n: [matmul(jmat).block_until_ready() for _ in range(n)],
                 "loop_iteration": lambda n: loop(jnp.float32(0), n).block_until_ready(),

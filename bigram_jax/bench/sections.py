@@ -42,10 +42,10 @@ def sec_compile(c: Ctx) -> dict:
 
 def sec_train(c: Ctx) -> dict:
     """Training tokens/s: bigram_jax (each loss) against the lecture's torch loop and a tuned one."""
-    out = {}
+    out, dev = {}, c.torch_device
+    host, on_device = c.torch_data(), c.torch_data(on_device=True)  # read only: one copy serves every row
     for B, T in c.sizes.train:
         fns = {f"jax_{loss}": c.trainer(B, T, loss)[0] for loss in LOSSES}
-        host, on_device, dev = c.torch_data(), c.torch_data(on_device=True), c.torch_device
         # the lecture keeps the corpus in host memory and moves each batch to the device; the tuned loop does not
         fns["torch_lecture"] = torch_trainer(host, c.V, B, T, ref.get_batch, device=dev)
         fns["torch_tuned"] = torch_trainer(on_device, c.V, B, T, get_batch_fast, device=dev)
@@ -56,11 +56,10 @@ def sec_train(c: Ctx) -> dict:
 
 def sec_scale(c: Ctx) -> dict:
     """How cost grows: training tokens/s from 256 to ~1M tokens a step; generate seconds from 1k to 100k tokens."""
-    train = {}
+    train, on_device = {}, c.torch_data(on_device=True)  # read only: one copy serves every row
     for B, T in c.sizes.scale:
         fns = {f"jax_{loss}": c.trainer(B, T, loss)[0] for loss in LOSSES}
-        fns["torch_tuned"] = torch_trainer(c.torch_data(on_device=True), c.V, B, T, get_batch_fast,
-                                           device=c.torch_device)
+        fns["torch_tuned"] = torch_trainer(on_device, c.V, B, T, get_batch_fast, device=c.torch_device)
         train[str(B * T)] = {"B": B, "T": T, **{k: B * T / s for k, s in c.time(fns, 3).items()}}
     ns = c.sizes.gen_ours
     gen = {str(n): c.time({f"jax_{s}": c.jax_gen(1, n, s) for s in SAMPLERS}, 3) for n in ns}

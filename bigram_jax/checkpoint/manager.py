@@ -58,6 +58,7 @@ class Checkpoints:
 
     def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
         self.directory = directory
+        self._closed = False
         quiet.mute(True)  # until close (orbax logs from here on: these options, every save and restore)
         self._latest = ocm.LatestN(n=keep)
         policy = ocm.AnyPreservationPolicy([
@@ -178,7 +179,7 @@ class Checkpoints:
 
     def close(self) -> None:
         """Finish pending saves, then release the manager (once: later calls do nothing)."""
-        if getattr(self, "_closed", False):
+        if self._closed:
             return
         self._closed = True
         try:
