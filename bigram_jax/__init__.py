@@ -7,10 +7,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_HOMES = {"BigramLanguageModel": "bigram_jax.model", "CharTokenizer": "bigram_jax.tokenizers",
+_HOMES = {"BigramLanguageModel": "bigram_jax.model", "CharTokenizer": "bigram_jax.corpus.tokenizers",
           "Config": "bigram_jax.config", "UserError": "bigram_jax.errors", "generate": "bigram_jax.sampling",
-          "load_checkpoint": "bigram_jax.checkpoint", "load_corpus": "bigram_jax.corpus",
-          "train_and_evaluate": "bigram_jax.job"}
+          "load_checkpoint": "bigram_jax.checkpoint.load", "load_corpus": "bigram_jax.corpus.load",
+          "train_and_evaluate": "bigram_jax.run.job"}
 __all__ = sorted(_HOMES)
 
 

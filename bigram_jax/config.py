@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import tomllib
 import typing
-from pathlib import Path
 from typing import Any, Literal
 
-from bigram_jax.errors import UserError, check_regular
+from bigram_jax.errors import UserError
 
 
 def _field(default: Any, help: str) -> Any:
@@ -87,27 +84,6 @@ _HINTS = typing.get_type_hints(Config)
 # the Python type of each field's values, and the allowed values of the Literal ones
 TYPES = {name: type(typing.get_args(h)[0]) if typing.get_origin(h) is Literal else h for name, h in _HINTS.items()}
 CHOICES = {name: typing.get_args(h) for name, h in _HINTS.items() if typing.get_origin(h) is Literal}
-
-
-def load_config_file(path: str) -> dict[str, Any]:
-    """Read a JSON or TOML config file into a dict (keys checked later)."""
-    p = Path(path)
-    if p.exists():
-        check_regular(p, "config file")  # a FIFO would block
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
-    try:
-        if p.suffix == ".toml":
-            d = tomllib.loads(raw.decode("utf-8"))
-        else:
-            d = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"config file {path} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {e}") from None
-    if not isinstance(d, dict):
-        raise UserError(f"config file {path} must hold a table/object of settings")
-    return d
 
 
 def from_flag(name: str, text: str) -> Any:

@@ -3,13 +3,15 @@
 One helper, `pair_ids`, names each transition i -> j by the integer i * V + j; every count below is a histogram
 of those ids, over a different span of tokens:
 - `dense_counts`: a whole split on the host, (V, V) float64 (exact evaluation and floors for small V);
-- `PairCounts` (in corpus.py): the same, sparse, for any V;
+- `PairCounts`: the same, sparse, for any V;
 - `batch_counts`: one batch (x, y) inside jit, (V, V) (the counts loss);
 - `window_counts`: K steps' batches at once from their windows, (K, V, V) (the fused train loop);
 - `sequence_counts`: along the rows of sampled sequences, (V, V) (the sampler's chi-square checks);
 - `PairCounter`: a whole file, streamed in chunks, dense while V x V is small, sparse beyond.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +29,53 @@ def dense_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
     """(V, V) float64 counts of every transition tokens[i] -> tokens[i+1] of a split, counted once."""
     flat = pair_ids(tokens[:-1], tokens[1:], vocab_size)
     return np.bincount(flat, minlength=vocab_size * vocab_size).astype(np.float64).reshape(vocab_size, vocab_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairCounts:
+    """Sparse transition counts of a split: sorted unique pair ids i * V + j and how often each occurs.
+
+    Dense (V, V) counts of a 50,257-token vocabulary would take 20 GB; a split has at most one pair per token.
+    """
+
+    ids: np.ndarray  # (nnz,) int64, sorted
+    n: np.ndarray  # (nnz,) float64
+    vocab_size: int
+
+    @classmethod
+    def of(cls, tokens: np.ndarray, vocab_size: int) -> PairCounts:
+        """Count every transition tokens[i] -> tokens[i+1] of a split once."""
+        flat = pair_ids(tokens[:-1], tokens[1:], vocab_size)
+        if 0 < vocab_size * vocab_size <= max(len(flat), 1 << 16):  # a table no bigger than the split: count, not sort
+            return cls.from_dense(np.bincount(flat, minlength=vocab_size**2).reshape(vocab_size, vocab_size))
+        ids, n = np.unique(flat, return_counts=True)
+        return cls(ids, n.astype(np.float64), vocab_size)
+
+    @classmethod
+    def from_dense(cls, counts: np.ndarray) -> PairCounts:
+        """The sparse form of a (V, V) count matrix."""
+        ids = np.flatnonzero(counts)
+        return cls(ids.astype(np.int64), counts.reshape(-1)[ids].astype(np.float64), counts.shape[0])
+
+    @property
+    def rows(self) -> np.ndarray:
+        """(nnz,) current token of each pair."""
+        return self.ids // self.vocab_size
+
+    @property
+    def cols(self) -> np.ndarray:
+        """(nnz,) next token of each pair."""
+        return self.ids % self.vocab_size
+
+    def row_totals(self) -> np.ndarray:
+        """(V,) how often each token is followed by anything."""
+        return np.bincount(self.rows, weights=self.n, minlength=self.vocab_size)
+
+    def dense(self) -> np.ndarray:
+        """(V, V) float64 count matrix."""
+        out = np.zeros(self.vocab_size * self.vocab_size)
+        out[self.ids] = self.n
+        return out.reshape(self.vocab_size, self.vocab_size)
 
 
 def sequence_counts(seqs: np.ndarray, vocab_size: int) -> np.ndarray:

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax import programs
-from bigram_jax.corpus import Corpus, PairCounts
+from bigram_jax.compile import programs
+from bigram_jax.corpus.load import Corpus
+from bigram_jax.counts import PairCounts
 from bigram_jax.data import get_batch
 from bigram_jax.model import BigramLanguageModel, table_of
 

@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax import programs
+from bigram_jax.compile import programs
 from bigram_jax.errors import UserError
 from bigram_jax.data import check_ids
 from bigram_jax.model import table_of
-from bigram_jax.parallel import to_host
+from bigram_jax.devices.parallel import to_host
 
 SAMPLERS = ("categorical", "cdf")
 # draws of at most this many (token, row entry) pairs are compiled for compile speed (programs.CPU_PROFILES):

@@ -16,7 +16,7 @@ from bigram_jax.counts import window_counts
 from bigram_jax.data import batch_offsets, get_batch, window_slices
 from bigram_jax.loss import Batch, LossFn, make_loss, resolve_loss
 from bigram_jax.model import BigramLanguageModel, table_of
-from bigram_jax.parallel import constrain
+from bigram_jax.devices.parallel import constrain
 
 
 class TrainState(train_state.TrainState):

@@ -19,7 +19,7 @@ def _shakespeare() -> Path:
     shared = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
     if env or shared.is_file():
         return Path(env) if env else shared
-    from bigram_jax.data import resolve_corpus
+    from bigram_jax.corpus.files import resolve_corpus
 
     return resolve_corpus("tinyshakespeare")
 

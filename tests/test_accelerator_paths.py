@@ -10,7 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from bigram_jax import integrity, memory, parallel, programs
+from bigram_jax.checkpoint import integrity
+from bigram_jax.devices import memory
+from bigram_jax.devices import parallel
+from bigram_jax.compile import programs
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError
 from bigram_jax.train import DRAW_STEPS, init_state

@@ -95,7 +95,7 @@ def test_quick_bench_writes_every_figure_and_the_page(tmp_path: Path, shakespear
 
 def test_partial_runs_never_default_to_the_committed_page():
     """Only a full run at full size replaces docs/benchmarks.md unless --markdown says otherwise."""
-    from bigram_jax.bench.cli import DOCS_PAGE, markdown_path, parser
+    from bench.cli import DOCS_PAGE, markdown_path, parser
 
     assert markdown_path(parser().parse_args([])) == DOCS_PAGE
     for argv in (["--quick"], ["--only", "train"]):

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from bigram_jax import checkpoint as ckpt
+from bigram_jax.checkpoint import manager as ckpt
 from bigram_jax import load_checkpoint
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bigram_jax.cli import train_main
+from bigram_jax.cli.train import train_main
 from tests.conftest import run_script
 
 

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from bigram_jax import token_file
+from bigram_jax.corpus import token_file
 from bigram_jax.config import make_config
-from bigram_jax.corpus import PairCounts, load_corpus
+from bigram_jax.counts import PairCounts
+from bigram_jax.corpus.load import load_corpus
 from bigram_jax.counts import PairCounter, dense_counts
 from bigram_jax.errors import UserError
 from tests.conftest import run_script
@@ -85,8 +86,8 @@ def test_a_damaged_cache_entry_is_rebuilt_never_trusted(tmp_path):
 
 
 def test_a_file_that_changes_during_the_run_stops_it(tmp_path):
-    from bigram_jax.feed import HostFeed
-    from bigram_jax.parallel import make_mesh
+    from bigram_jax.run.feed import HostFeed
+    from bigram_jax.devices.parallel import make_mesh
     from bigram_jax.train import init_state
 
     path = tmp_path / "t.bin"
@@ -164,7 +165,7 @@ def test_bad_token_files_mid_size(tmp_path):
 
 def test_a_large_text_is_encoded_streaming_into_the_same_run(tmp_path, monkeypatch, shakespeare_path):
     """Above IN_MEMORY_MAX a text is encoded in pieces into a cached token file: the same corpus, the same run."""
-    from bigram_jax import text_file
+    from bigram_jax.corpus import text_file
 
     small = load_corpus(make_config({"data": str(shakespeare_path)}))
     monkeypatch.setattr(text_file, "IN_MEMORY_MAX", 1000)

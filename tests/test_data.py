@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from bigram_jax import data as data_lib
-from bigram_jax import token_file
+from bigram_jax.corpus import files
+from bigram_jax.corpus import token_file
 from bigram_jax.errors import UserError
-from bigram_jax.tokenizers import CharTokenizer
+from bigram_jax.corpus.tokenizers import CharTokenizer
 
 
 def test_vocab_is_sorted_set_of_corpus(shakespeare_text):
@@ -69,25 +70,25 @@ def test_batch_offsets_cover_the_whole_split():
 
 def test_load_text_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        data_lib.load_text(tmp_path / "missing.txt")
+        files.load_text(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(UserError, match="empty"):
-        data_lib.load_text(tmp_path / "empty.txt")
+        files.load_text(tmp_path / "empty.txt")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
-        data_lib.load_text(tmp_path / "latin1.txt")
+        files.load_text(tmp_path / "latin1.txt")
     (tmp_path / "bin.dat").write_bytes(b"ab\x00\x00cd")
     with pytest.raises(UserError, match="binary"):
-        data_lib.load_text(tmp_path / "bin.dat")
+        files.load_text(tmp_path / "bin.dat")
     (tmp_path / "ok.txt").write_text("hello\n")
-    text, sha = data_lib.load_text(tmp_path / "ok.txt")
+    text, sha = files.load_text(tmp_path / "ok.txt")
     assert text == "hello\n" and sha == hashlib.sha256(b"hello\n").hexdigest()
 
 
 def test_resolve_tinyshakespeare(tmp_path, monkeypatch, shakespeare_path):
     monkeypatch.setenv("BIGRAM_JAX_DATA", str(shakespeare_path))
-    assert data_lib.resolve_corpus("tinyshakespeare") == shakespeare_path
-    assert data_lib.resolve_corpus(str(tmp_path / "x.txt")) == tmp_path / "x.txt"
+    assert files.resolve_corpus("tinyshakespeare") == shakespeare_path
+    assert files.resolve_corpus(str(tmp_path / "x.txt")) == tmp_path / "x.txt"
     # no env, no cache, no network: one line telling how to fix it
     monkeypatch.delenv("BIGRAM_JAX_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -95,17 +96,17 @@ def test_resolve_tinyshakespeare(tmp_path, monkeypatch, shakespeare_path):
     def offline(*a, **k):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data_lib.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(files.urllib.request, "urlopen", offline)
     with pytest.raises(UserError, match="--data PATH or set BIGRAM_JAX_DATA"):
-        data_lib.resolve_corpus("tinyshakespeare")
+        files.resolve_corpus("tinyshakespeare")
     # a verified cache copy is used without the network; a corrupted one is not trusted
     cached = tmp_path / "cache" / "bigram_jax" / "tinyshakespeare.txt"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(shakespeare_path.read_bytes())
-    assert data_lib.resolve_corpus("tinyshakespeare") == cached
+    assert files.resolve_corpus("tinyshakespeare") == cached
     cached.write_bytes(b"tampered")
     with pytest.raises(UserError):
-        data_lib.resolve_corpus("tinyshakespeare")
+        files.resolve_corpus("tinyshakespeare")
 
 
 def test_download_is_verified_and_cached(tmp_path, monkeypatch, shakespeare_path):
@@ -123,13 +124,13 @@ def test_download_is_verified_and_cached(tmp_path, monkeypatch, shakespeare_path
         def read(self):
             return payload["bytes"]
 
-    monkeypatch.setattr(data_lib.urllib.request, "urlopen", lambda *a, **k: Response())
-    path = data_lib.resolve_corpus("tinyshakespeare")
+    monkeypatch.setattr(files.urllib.request, "urlopen", lambda *a, **k: Response())
+    path = files.resolve_corpus("tinyshakespeare")
     assert path.read_bytes() == payload["bytes"]
     path.unlink()
     payload["bytes"] = b"not shakespeare"
     with pytest.raises(UserError, match="sha256"):
-        data_lib.resolve_corpus("tinyshakespeare")
+        files.resolve_corpus("tinyshakespeare")
     assert not path.exists()
 
 
@@ -171,7 +172,7 @@ def test_bad_token_files_are_user_errors(tmp_path, name, content, msg):
                                         (np.array([3, -1, 2, 5]), "negative token id")])
 def test_bad_token_arrays_are_user_errors(tmp_path, array, msg):
     from bigram_jax.config import make_config
-    from bigram_jax.corpus import load_corpus
+    from bigram_jax.corpus.load import load_corpus
 
     np.save(tmp_path / "x.npy", array)
     with pytest.raises(UserError, match=msg):
@@ -179,7 +180,7 @@ def test_bad_token_arrays_are_user_errors(tmp_path, array, msg):
 
 
 def test_token_ids_tokenizer():
-    from bigram_jax.tokenizers import TokenIds, from_record
+    from bigram_jax.corpus.tokenizers import TokenIds, from_record
 
     tok = TokenIds(100)
     assert tok.encode("3 14, 15").tolist() == [3, 14, 15] and tok.decode([3, 14, 15]) == "3 14 15"
@@ -192,7 +193,7 @@ def test_token_ids_tokenizer():
 
 def test_token_corpus_split_and_separate_val_file(tmp_path):
     from bigram_jax.config import make_config
-    from bigram_jax.corpus import load_corpus
+    from bigram_jax.corpus.load import load_corpus
 
     ids = np.arange(1000) % 37
     ids.astype("<u2").tofile(tmp_path / "train.bin")

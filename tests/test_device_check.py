@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from bigram_jax.bench.device_parts import PARTS
+from bench.device_parts import PARTS
 from tests.conftest import ROOT, run_script
 from tests.test_bench import ABSOLUTE_PATH, numbers
 
@@ -68,7 +68,7 @@ def test_quick_check_writes_every_part(tmp_path: Path, shakespeare_path: Path):
 
 def test_a_part_past_its_box_is_killed_and_recorded(tmp_path: Path):
     """A part still running at the end of its box is killed with everything it started, and says so."""
-    from bigram_jax.bench import device_check, device_parts
+    from bench import device_check, device_parts
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": str(tmp_path)}
     part = device_check.run_part("train", True, 2.0, env, tmp_path)  # importing torch and JAX alone takes longer
@@ -99,7 +99,7 @@ def test_bad_input_is_one_line(tmp_path: Path):
 def test_the_gpu_section_outlives_the_bench_rewriting_its_page():
     """docs/benchmarks.md is rewritten by the bench on a CPU; the section a device check wrote stays as it was, and
     a page that has none says that nothing was measured on a GPU or TPU."""
-    from bigram_jax.bench.device_page import BEGIN, END, kept_section, splice
+    from bench.device_page import BEGIN, END, kept_section, splice
 
     measured = f"{BEGIN}\n## GPU and TPU\n\nMeasured by ... on 1 x NVIDIA H200\n{END}\n"
     old = splice("# Benchmarks\n\nold tables\n", measured)

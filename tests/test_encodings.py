@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bigram_jax import text_file
+from bigram_jax.corpus import text_file
 from bigram_jax.config import make_config
-from bigram_jax.corpus import load_corpus
+from bigram_jax.corpus.load import load_corpus
 from bigram_jax.errors import UserError
-from bigram_jax.tokenizers import CharTokenizer
+from bigram_jax.corpus.tokenizers import CharTokenizer
 from tests.conftest import run_script
 
 pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
@@ -96,8 +96,8 @@ def test_an_unwritable_cache_is_one_clear_line_for_a_text_to_encode(tmp_path, mo
 def test_tiktoken_ids_with_no_bytes_decode_as_replacement_characters():
     """cl100k_base and o200k_base leave some ids without bytes, and a table samples them: U+FFFD, not a crash."""
     tiktoken = pytest.importorskip("tiktoken")
-    from bigram_jax.bpe import Tiktoken
-    from bigram_jax.tokenizers import show
+    from bigram_jax.corpus.bpe import Tiktoken
+    from bigram_jax.corpus.tokenizers import show
 
     enc = tiktoken.Encoding(name="gaps", pat_str=r"\S+|\s+", mergeable_ranks={bytes([b]): b for b in range(256)},
                             special_tokens={"<|end|>": 300})  # ids 256..299 have no bytes

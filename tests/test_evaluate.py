@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from bigram_jax import evaluate
-from bigram_jax.corpus import PairCounts
+from bigram_jax.counts import PairCounts
 from bigram_jax.counts import dense_counts
 from bigram_jax.data import split
-from bigram_jax.tokenizers import CharTokenizer
+from bigram_jax.corpus.tokenizers import CharTokenizer
 from bigram_jax.model import BigramLanguageModel
 
 

@@ -85,7 +85,7 @@ def _flip(path: Path, at: int) -> None:
 
 
 def test_any_flipped_bit_in_the_arrays_is_found_on_load_and_resume(run, tmp_path):
-    from bigram_jax.checkpoint import Checkpoints
+    from bigram_jax.checkpoint.manager import Checkpoints
     from bigram_jax.config import Config
     from bigram_jax.train import init_state
 

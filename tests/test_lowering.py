@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec as P
 
-from bigram_jax import evaluate, integrity, parallel, sampling, summary, train
+from bigram_jax import evaluate, sampling, train
+from bigram_jax.checkpoint import integrity
+from bigram_jax.devices import parallel
+from bigram_jax.run import summary
 from bigram_jax.checkpoint.manager import copy_state
 from bigram_jax.config import Config
 from bigram_jax.model import params_of, table_of

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bigram_jax.tokenizers import read_meta_pkl
+from bigram_jax.corpus.tokenizers import read_meta_pkl
 from tests.conftest import ROOT, run_script
 from tests.test_checkpoint import _final_state, _leaves
 from tests.test_faults import one_line

@@ -16,7 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from bigram_jax.counts import sequence_counts  # noqa: E402
 from bigram_jax.data import split  # noqa: E402
-from bigram_jax.tokenizers import CharTokenizer  # noqa: E402
+from bigram_jax.corpus.tokenizers import CharTokenizer  # noqa: E402
 from bigram_jax.errors import UserError  # noqa: E402
 from bigram_jax.sampling import generate  # noqa: E402
 from bigram_jax.model import BigramLanguageModel as FlaxBigram, params_of, table_of  # noqa: E402

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bigram_jax import data as data_lib
-from bigram_jax import plot
+from bigram_jax.corpus import files
+from bigram_jax.run import plot
 from bigram_jax.errors import UserError
 from tests.conftest import ROOT, run_script
 
@@ -28,7 +28,7 @@ def _train(out: Path, *extra: str) -> Path:
 
 def _wired(flag: str) -> bool:
     """Whether scripts/train.py accepts `flag` yet."""
-    from bigram_jax.cli import train_parser
+    from bigram_jax.cli.train import train_parser
 
     return flag in train_parser()._option_string_actions
 
@@ -100,8 +100,8 @@ def test_tables_are_distributions_and_the_optimum_is_the_counts(runs: tuple[Path
 
 
 def test_changed_data_file_is_a_clear_error(runs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    real = data_lib.load_text
-    monkeypatch.setattr(data_lib, "load_text", lambda p: (real(p)[0], "0" * 64))
+    real = files.load_text
+    monkeypatch.setattr(files, "load_text", lambda p: (real(p)[0], "0" * 64))
     with pytest.raises(UserError, match="changed since"):
         plot.tables(runs[0])
 
@@ -147,7 +147,7 @@ def _events(log_dir: Path) -> list[tuple[int, str, float]]:
 
 def test_tensorboard_logger_writes_readable_scalars(tmp_path: Path) -> None:
     pytest.importorskip("tensorboardX")
-    from bigram_jax.tblog import TensorBoardLogger
+    from bigram_jax.run.tblog import TensorBoardLogger
 
     with TensorBoardLogger(tmp_path / "tb") as tb:
         tb.log_eval(0, {"step": 0, "train_loss": 4.67, "val_loss": 4.66, "batch_loss": None, "lr": 0.01})
@@ -162,7 +162,7 @@ def test_tensorboard_logger_writes_readable_scalars(tmp_path: Path) -> None:
 
 
 def test_missing_tensorboardx_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from bigram_jax.tblog import MISSING, TensorBoardLogger
+    from bigram_jax.run.tblog import MISSING, TensorBoardLogger
 
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(UserError, match=r"pip install 'bigram-jax\[tensorboard\]'") as e:

@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigram_jax import program_key, programs
+from bigram_jax.compile import program_key
+from bigram_jax.compile import programs
 from bigram_jax.config import FIELDS, RUN_ONLY, Config
 from bigram_jax.counts import dense_counts
-from bigram_jax.tokenizers import CharTokenizer
+from bigram_jax.corpus.tokenizers import CharTokenizer
 from bigram_jax.model import table_of
 from bigram_jax.evaluate import exact_loss
 from bigram_jax.sampling import _sample
@@ -202,7 +203,7 @@ _AFTER_JAX_CACHE = """
 import sys
 import time
 import jax, numpy as np
-from bigram_jax import programs
+from bigram_jax.compile import programs
 from bigram_jax.evaluate import exact_loss
 from bigram_jax.sampling import _sample
 from bigram_jax.model import BigramLanguageModel

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bigram_jax import load_checkpoint
-from bigram_jax.bpe import EXTRA
+from bigram_jax.corpus.bpe import EXTRA
 from bigram_jax.model import table_of
 from tests.conftest import ROOT, _shakespeare, run_script
 from tests.test_faults import one_line
@@ -260,8 +260,9 @@ def test_line_by_line_encoding_equals_whole_text_on_awkward_lines(tmp_path, hf_j
     """Most lines end in a blank line or in spaces or tabs (where a cut would change GPT-2's pieces: '\\n\\n' at the
     end of a piece is one token), some start with spaces, contractions or digits; one in 40 ends cleanly. Over
     many batch items, the cached ids equal an encoding of the whole text, for both GPT-2-pattern tokenizers."""
-    from bigram_jax import bpe, text_file
+    from bigram_jax.corpus import bpe
 
+    from bigram_jax.corpus import text_file
     rng = np.random.default_rng(0)
     starts = ["", "", "", " ", "  ", "\t", "'s ", "'tis ", "1600 ", "-- "]
     ends = ["\n\n", "\n\n", "  \n", "\t\n", " \n\n", "\n\n\n", "\n \n"]
@@ -283,7 +284,8 @@ def test_a_tokenizer_json_that_adds_a_prefix_space_is_encoded_as_one_text_or_ref
     The token file must equal the whole text's encoding, or the tokenizer be refused in one line."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from bigram_jax import bpe, text_file
+    from bigram_jax.corpus import bpe
+    from bigram_jax.corpus import text_file
     from bigram_jax.errors import UserError
 
     tok = Tokenizer(models.BPE())
@@ -331,7 +333,7 @@ def test_without_the_extra_a_bpe_tokenizer_says_how_to_install_it(spec, tmp_path
         (tmp_path / spec).write_text("{}")
         spec = str(tmp_path / spec)
     args = ["--data", str(shakespeare_path), "--tokenizer", spec, "--max-iters", "5", "--out-dir", str(tmp_path / "o")]
-    r = _python(BLOCKED + f"from bigram_jax.cli import train_main\nsys.exit(train_main({args!r}))")
+    r = _python(BLOCKED + f"from bigram_jax.cli.train import train_main\nsys.exit(train_main({args!r}))")
     one_line(r, 2, EXTRA)
     assert not (tmp_path / "o").exists()
 
@@ -350,8 +352,8 @@ def test_gpt2_offline_with_an_empty_tiktoken_cache_is_one_line(tmp_path, shakesp
 
 def test_help_imports_no_tokenizer_library():
     code = """import sys
-from bigram_jax.cli import train_main
-from bigram_jax.sample_cli import sample_main
+from bigram_jax.cli.train import train_main
+from bigram_jax.cli.sample import sample_main
 for main in (train_main, sample_main):
     try:
         main(['--help'])

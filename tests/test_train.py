@@ -12,7 +12,7 @@ from bigram_jax import evaluate
 from bigram_jax.config import Config
 from bigram_jax.counts import dense_counts
 from bigram_jax.data import split
-from bigram_jax.tokenizers import CharTokenizer
+from bigram_jax.corpus.tokenizers import CharTokenizer
 from bigram_jax.model import table_of
 from bigram_jax.train import batch_at, init_state, lr_schedule, make_optimizer, train_step, train_steps
 

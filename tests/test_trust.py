@@ -63,7 +63,7 @@ def big_text_code(out: Path, data: Path, *args: str, chunk: int = 4099, patch: s
     argv = ["--data", str(data), "--out-dir", str(out), "--max-iters", "100", *FAST, *args]
     return ("import sys\nfrom bigram_jax import text_file\n"
             f"text_file.IN_MEMORY_MAX, text_file.CHUNK = 1000, {chunk}\n{patch}\n"
-            f"from bigram_jax.cli import train_main\nsys.exit(train_main({argv!r}))\n")
+            f"from bigram_jax.cli.train import train_main\nsys.exit(train_main({argv!r}))\n")
 
 
 def py(code: str, cache: Path | None = None, **kw) -> subprocess.CompletedProcess:

@@ -96,7 +96,7 @@ def test_metadata_of_this_version_without_its_checksum_is_refused(run, tmp_path)
 def test_the_program_key_sees_the_host_cpu(monkeypatch):
     """Issue 20, case 6 (in-process): host_cpu() names the CPU, is part of the environment every program name
     holds, and another CPU gives the same function and arguments another name."""
-    from bigram_jax import program_key
+    from bigram_jax.compile import program_key
     from bigram_jax.config import Config
     from bigram_jax.train import learning_rate
 
@@ -121,7 +121,7 @@ def test_the_program_key_sees_a_jax_setting_changed_after_the_first_program():
     """JAX's settings are read for every key, not once: a precision set after the first program names others."""
     import jax
 
-    from bigram_jax import program_key
+    from bigram_jax.compile import program_key
     from bigram_jax.config import Config
     from bigram_jax.train import learning_rate
 

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import torch_ref.model as ref
 
-Fn = Callable[[int], Any]  # fn(n) does n units of work and returns when they are done (bigram_jax.bench.timing)
+Fn = Callable[[int], Any]  # fn(n) does n units of work and returns when they are done (bench.timing)
 
 
 def get_batch_fast(data: torch.Tensor, batch_size: int, block_size: int, device: str = "cpu") -> tuple:

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Sequence
 
 from bigram_jax.config import make_config
-from bigram_jax.errors import OneLineParser, UserError, command, guard, prog
+from bigram_jax.cli.guard import OneLineParser, command, guard, prog
 
 
+from bigram_jax.errors import UserError
 def _export(argv: Sequence[str] | None) -> int:
     """bigram_jax checkpoint -> torch state_dict file."""
     p = OneLineParser(prog=prog("export_torch.py"), description="Write a checkpoint's table as a torch state_dict (.pt).")
@@ -16,8 +17,8 @@ def _export(argv: Sequence[str] | None) -> int:
     p.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the state_dict")
     args = p.parse_args(argv)
-    from bigram_jax.checkpoint import load_checkpoint
-    from bigram_jax.tokenizers import describe_record, from_record
+    from bigram_jax.checkpoint.load import load_checkpoint
+    from bigram_jax.corpus.tokenizers import describe_record, from_record
     from torch_ref.convert import save_torch_state_dict
 
     ck = load_checkpoint(args.checkpoint, args.step)
@@ -46,10 +47,11 @@ def _import(argv: Sequence[str] | None) -> int:
     args = p.parse_args(argv)
     import jax.numpy as jnp
 
-    from bigram_jax import checkpoint as ckpt_lib
+    from bigram_jax.checkpoint.manager import open_fresh
+    from bigram_jax.checkpoint.resume import make_meta
     from bigram_jax import evaluate
-    from bigram_jax.corpus import load_corpus
-    from bigram_jax.run_dir import RunDir, claim
+    from bigram_jax.corpus.load import load_corpus
+    from bigram_jax.run.run_dir import RunDir, claim
     from bigram_jax.train import init_state
     from torch_ref.convert import load_torch_state_dict, torch_to_flax
 
@@ -58,9 +60,9 @@ def _import(argv: Sequence[str] | None) -> int:
     V = corpus.vocab_size
     params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
     losses = evaluate.exact_splits(params, corpus, jnp.float32)
-    with claim(Path(cfg.out_dir), fresh=True), ckpt_lib.open_fresh(cfg) as ckpts:  # never over a run; locked
+    with claim(Path(cfg.out_dir), fresh=True), open_fresh(cfg) as ckpts:  # never over a run; locked
         RunDir(cfg, start_step=0)  # config.json and an empty metrics.jsonl, as a run at step 0 leaves
-        ckpts.save(init_state(cfg, V, params=params), ckpt_lib.make_meta(cfg, corpus, *losses), losses[1])
+        ckpts.save(init_state(cfg, V, params=params), make_meta(cfg, corpus, *losses), losses[1])
     print(f"wrote {ckpts.directory}/0: exact train loss {losses[0]:.4f}, val loss {losses[1]:.4f}")
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bigram_jax.checkpoint.manager import Checkpoints, checkpoint_dir
-from bigram_jax.tokenizers import from_record
+from bigram_jax.corpus.tokenizers import from_record
 from bigram_jax.errors import UserError
 
 

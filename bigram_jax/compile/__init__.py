@@ -1,0 +1,1 @@
+"""Compiled programs kept between runs, and the key that names each one."""

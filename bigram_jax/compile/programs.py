@@ -1,0 +1,216 @@
+"""Compiled programs kept between runs: a warm start loads each executable instead of tracing, lowering and
+compiling it again (that, not XLA's compile, is most of a small job's start-up; JAX's own cache saves only the
+compile).
+
+    compiled(train_steps, state, data, n, out=(state, 0.0), cfg=cfg, mesh=mesh)(state, data, n)
+
+An entry's key is everything that shapes the program: this package's source, the versions of Python, jax, jaxlib,
+flax and optax, the devices, the host CPU (its model and instruction sets: XLA:CPU compiles for the CPU it runs on),
+the backend's settings (XLA_FLAGS, LIBTPU_INIT_ARGS, ...) and JAX's, the function, its static arguments and the
+shape, dtype and sharding of every argument (values never: a program is the same for any values). The entry is
+stored under a digest of that key and carries the key itself under its checksum (cache.py): an entry that is
+damaged, or that sits under another entry's name, is compiled afresh and replaced, never loaded. What the key
+cannot see is a module constant patched at run time: code that does that must not come through here. A cache that
+cannot be written is skipped. The executables are pickles, trusted as JAX trusts its own cache: they live in the
+user's cache folder. Runs of several processes compile as before (each must build the same program).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+
+from bigram_jax.store import cache
+
+# XLA:CPU options by what a program is for (elsewhere, and for programs of neither kind: XLA's defaults). Both keep
+from bigram_jax.compile import program_key
+# the bits; measured on the 2-core Xeon (bench --only compile,train,scale,generate and the cold job):
+CPU_PROFILES = {
+    # training loops: backend optimization level 1 (XLA's default is 3) compiles train_steps a quarter faster
+    # (0.8 -> 0.6 s) and runs it as fast or faster (a bigram step is a gather, a scatter and elementwise ops)
+    "loop": {"xla_backend_optimization_level": 1},
+    # programs that run once or briefly: XLA:CPU's older elemental emitters too compile one with random draws in
+    # 60% of the time (init_on 0.30 -> 0.18 s, a 500-token sample 0.40 -> 0.23 s), but can run half again as long
+    # on wide batches (64 samples drawn at once); level 1 alone slows wide sampling by a tenth, hence no default
+    "once": {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False},
+}
+MAX_ENTRIES = 256  # the least recently used entries beyond this many are deleted when one is written
+# this process's programs, each loaded or compiled once, by name and by the arguments' tree structure: an executable
+# checks that its arguments come in the structure it was made for, static fields included (a train state's optimizer
+# and loss), and one name serves several (one process's runs of other learning rates save through one copy program)
+_LOADED: dict[tuple, Callable] = {}
+_SEEN = threading.local()  # per thread: what XLA compiled (by name) and JAX's persistent-cache hits (see _compile)
+_LOCK = threading.RLock()  # one program loaded or compiled at a time: _LOADED and JAX's cache switch are shared
+
+
+def _count(event: str, *_: Any, fun_name: str = "", **__: Any) -> None:
+    """jax.monitoring listener: notes, in the thread that compiles, each XLA compile's name and each JAX cache hit."""
+    if event == "/jax/core/compile/backend_compile_duration":
+        _SEEN.compiled = getattr(_SEEN, "compiled", [])
+        _SEEN.compiled.append(fun_name)
+    elif event == "/jax/compilation_cache/cache_hits":
+        _SEEN.hits = getattr(_SEEN, "hits", 0) + 1
+
+
+def _seen() -> tuple[list[str], int]:
+    """(names XLA compiled, JAX cache hits) in this thread so far."""
+    return getattr(_SEEN, "compiled", []), getattr(_SEEN, "hits", 0)
+
+
+@contextlib.contextmanager
+def _watching() -> Iterator[None]:
+    """_count listens to JAX's monitoring events only while a program compiles (importing this module, or having
+    used it, leaves JAX's listeners as they were)."""
+    jax.monitoring.register_event_listener(_count)
+    jax.monitoring.register_event_duration_secs_listener(_count)
+    try:
+        yield
+    finally:
+        jax.monitoring.unregister_event_listener(_count)
+        jax.monitoring.unregister_event_duration_listener(_count)
+
+
+def compiled(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any) -> Callable:
+    """`fn` (a jax.jit function) compiled for `args` (arrays, or jax.ShapeDtypeStruct with shardings) and the
+    static keyword arguments; call it with arrays like `args`. `out` is any pytree shaped as fn's output: a
+    loaded executable takes its output structure from it (saving one is checked against it). `profile`: 'loop'
+    or 'once', what the program is for (see CPU_PROFILES); None, XLA's defaults."""
+    options = compile_options(profile)
+    if jax.process_count() > 1:  # every process must compile the same program at the same time
+        return compile_lowered(fn.lower(*args, **static), profile)
+    name, text = program_key.key(fn, args, {**static, "compiler_options": options})
+    held = (name, jax.tree_util.tree_structure(args))
+    with _LOCK:
+        if held not in _LOADED:
+            entry = (_path(name), {"kind": "program", "name": name, "key": text})
+            _LOADED[held] = _load(entry, args, out) or _compile_and_store(entry, fn, args, out, static, options)
+        return _LOADED[held]
+
+
+def run(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any) -> Any:
+    """compiled(...) called on `args`."""
+    return compiled(fn, *args, out=out, profile=profile, **static)(*args)
+
+
+def compile_options(profile: str | None) -> dict | None:
+    """XLA's options for a program of this profile on this platform (None: XLA's defaults)."""
+    return CPU_PROFILES[profile] if profile is not None and jax.default_backend() == "cpu" else None
+
+
+def compile_lowered(lowered: Any, profile: str | None) -> Any:
+    """A jax Lowered compiled with a profile's options (for code that times compiles: the bench)."""
+    return _compile(lowered, compile_options(profile))[0]
+
+
+def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
+    """(lowered.compile(options), whether XLA compiled it here and now: JAX hands back an executable it already
+    holds in memory without compiling, and that one may have come from its persistent cache, see
+    _without_xla_cache). A jaxlib that no longer knows an option compiles with XLA's defaults instead."""
+    target = getattr(getattr(lowered, "_lowering", None), "_name", None)  # 'jit(fn)': JAX's name for the compile
+    for attempt in ([options, None] if options is not None else [None]):
+        names, hits_before = _seen()
+        n = len(names)
+        try:
+            with _watching():
+                program = lowered.compile(attempt)
+        except jax.errors.JaxRuntimeError as e:
+            if attempt is None or "No such compile option" not in str(e):
+                raise
+            continue
+        names, hits = _seen()
+        return program, target is not None and names[n:].count(target) == 1 and hits == hits_before
+    raise AssertionError("unreachable: the last attempt either returns or raises")
+
+
+Entry = tuple[Path, dict]  # where a program's entry lives, and the key it must carry (cache.py)
+
+
+def _path(name: str) -> Path:
+    return cache.cache_dir() / "programs" / f"{name}.bin"
+
+
+def _load(entry: Entry, args: tuple, out: Any) -> Callable | None:
+    """The stored executable, or None when it is absent, damaged, another's or does not load."""
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    found = cache.read(*entry)
+    if found is None:
+        return None
+    try:
+        by_id = {d.id: d for d in jax.devices()}
+        program = deserialize_and_load(found["payload"].tobytes(), jax.tree_util.tree_structure((args, {})),
+                                       jax.tree_util.tree_structure(out),
+                                       execution_devices=[by_id[i] for i in found["devices"].tolist()])
+        os.utime(entry[0])  # recently used: kept when old entries are pruned
+        return program
+    except Exception:  # noqa: BLE001  (whatever a damaged entry raises, the program is compiled afresh)
+        return None
+
+
+@contextlib.contextmanager
+def _without_xla_cache() -> Iterator[None]:
+    """JAX's persistent compilation cache bypassed (through its private switch; where that moved, the cache stays
+    on and a hit means nothing is stored). An executable JAX loaded from that cache serializes without its
+    functions: its stored copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found'). JAX also
+    hands out again, without compiling, an executable it already holds in memory, which may be such a loaded one:
+    hence only what _compile saw XLA compile is stored. The switch is process-wide: another thread that compiles
+    meanwhile skips JAX's cache too (it compiles; nothing worse)."""
+    from jax._src import compilation_cache as cc
+
+    lock = getattr(cc, "_cache_initialized_mutex", None)
+    if lock is None or not hasattr(cc, "_cache_checked") or not hasattr(cc, "_cache_used"):
+        yield
+        return
+    with lock:
+        saved = cc._cache_checked, cc._cache_used
+        cc._cache_checked, cc._cache_used = True, False
+    try:
+        yield
+    finally:
+        with lock:
+            cc._cache_checked, cc._cache_used = saved
+
+
+def _compile_and_store(entry: Entry, fn: Any, args: tuple, out: Any, static: dict, options: dict | None
+                       ) -> Callable:
+    """Compile, and store the executable for later runs (skipped where it cannot be serialized or written)."""
+    from jax.experimental.serialize_executable import serialize
+
+    with _without_xla_cache():
+        program, fresh = _compile(fn.lower(*args, **static), options)
+    if program.out_tree != jax.tree_util.tree_structure(out):
+        raise TypeError(f"{fn.__qualname__}: `out` is shaped {jax.tree_util.tree_structure(out)}, "
+                        f"the program returns {program.out_tree}")
+    if not fresh:  # only what XLA compiled here and now is stored whole (see _compile)
+        return program
+    try:
+        payload = serialize(program)[0]
+        device_ids = [d.id for d in program._executable._unloaded_executable.device_list]
+    except (ValueError, NotImplementedError, AttributeError):
+        return program
+    if cache.write(*entry, {"payload": np.frombuffer(payload, np.uint8), "devices": np.array(device_ids)}):
+        _prune(entry[0])
+    return program
+
+
+def _prune(kept: Path) -> None:
+    """Delete the least recently used entries beyond MAX_ENTRIES, never `kept` (the one just written). An entry
+    dated in the future (another machine's clock, on a shared cache) counts as the oldest: its date says nothing
+    of when it was last used, and it would otherwise outlive every entry written after it."""
+    now, aged = time.time(), []
+    for p in kept.parent.glob("*.bin"):
+        try:
+            t = p.stat().st_mtime
+        except OSError:  # pruned by another process meanwhile
+            continue
+        if p != kept:
+            aged.append((-math.inf if t > now + 60 else t, str(p)))
+    for _, old in sorted(aged)[:max(0, len(aged) + 1 - MAX_ENTRIES)]:
+        Path(old).unlink(missing_ok=True)
