@@ -77,13 +77,11 @@ def _cpu_fixture(tmp: Path) -> dict:
 
 def _exact_losses(params) -> dict:
     """The fixture's exact train and val losses, from params restored on this device."""
-    from bigram_jax import evaluate
     from bigram_jax.config import make_config
     from bigram_jax.corpus.load import load_corpus
-    from bigram_jax.model import table_of
 
     corpus = load_corpus(make_config({"data": str(ROOT / FIXTURE_DATA)}))
-    return dict(zip(("train_loss", "val_loss"), evaluate.exact_splits(params, corpus, table_of(params).dtype)))
+    return dict(zip(("train_loss", "val_loss"), corpus.exact_losses(params)))
 
 
 def part_resume(quick: bool, box: float) -> dict:

@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax.compile import programs
-from bigram_jax.corpus.load import Corpus
 from bigram_jax.counts import PairCounts
 from bigram_jax.data import get_batch
 from bigram_jax.model import BigramLanguageModel, table_of
@@ -47,18 +45,12 @@ def device_counts(counts: PairCounts, dtype, put) -> dict:
             "n": put(counts.n.astype(dtype)), "row_totals": put(counts.row_totals().astype(dtype))}
 
 
-def exact(params: dict, counts: dict) -> float:
-    """The exact mean loss of a split held as `device_counts` (the program loaded or compiled once)."""
-    if "dense" in counts:
-        return float(programs.run(exact_loss, params, counts["dense"], out=0.0))
-    return float(programs.run(sparse_exact_loss, table_of(params), *(counts[k] for k in SPARSE), out=0.0))
-
-
-def exact_splits(params: dict, corpus: Corpus, dtype) -> tuple[float, float]:
-    """Exact (train, val) losses of `params` on `corpus`, its counts put on the default device as `dtype`: for a
-    table outside a job (restored or imported), which holds no counts of its own."""
-    splits = (corpus.train_counts, corpus.val_counts)
-    return tuple(exact(params, device_counts(c, dtype, jnp.asarray)) for c in splits)
+def exact(params: dict, counts: dict, run: Callable | None = None) -> float:
+    """The exact mean loss of a split held as `device_counts`. `run(fn, *args, out=...)`: how the program is
+    called (default: directly; the run layer passes the compiled-program cache's runner)."""
+    fn, args = (exact_loss, (params, counts["dense"])) if "dense" in counts else \
+        (sparse_exact_loss, (table_of(params), *(counts[k] for k in SPARSE)))
+    return float(fn(*args) if run is None else run(fn, *args, out=0.0))
 
 
 def _xent(counts: np.ndarray, probs: np.ndarray) -> float:

@@ -51,6 +51,16 @@ def shakespeare_text(shakespeare_path: Path) -> str:
     return shakespeare_path.read_text(encoding="utf-8")
 
 
+@pytest.fixture(scope="session")
+def shakespeare(shakespeare_text: str) -> tuple:
+    """(its character tokenizer, train ids, val ids): the lecture's corpus and split."""
+    from bigram_jax.corpus.tokenizers import CharTokenizer
+    from bigram_jax.data import split
+
+    tok = CharTokenizer.from_text(shakespeare_text)
+    return tok, *split(tok.encode(shakespeare_text))
+
+
 def run_script(script: str, *args: str, timeout: float = 300, env: dict | None = None,
                **kw) -> subprocess.CompletedProcess:
     """Run scripts/<script> in a subprocess with the repo importable (plus `env`); capture text output."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -11,40 +10,12 @@ import pytest
 from bigram_jax import evaluate
 from bigram_jax.config import Config
 from bigram_jax.counts import dense_counts
-from bigram_jax.data import split
-from bigram_jax.corpus.tokenizers import CharTokenizer
 from bigram_jax.model import table_of
-from bigram_jax.train import batch_at, init_state, lr_schedule, make_optimizer, train_step, train_steps
+from bigram_jax.train import batch_at, init_state, lr_schedule, make_optimizer, train_steps
 
 
 def _table(state) -> np.ndarray:
     return np.asarray(table_of(state.params))
-
-
-@pytest.fixture(scope="module")
-def shakespeare(shakespeare_text):
-    tok = CharTokenizer.from_text(shakespeare_text)
-    return tok, *split(tok.encode(shakespeare_text))
-
-
-@pytest.mark.parametrize("loss", ["counts", "gather"])
-def test_fused_chunks_equal_python_loop(loss, shakespeare):
-    _, train, _ = shakespeare
-    cfg = Config(loss=loss)
-    data = jnp.asarray(train)
-    loop = init_state(cfg, 65)
-    step = jax.jit(lambda st: train_step(st, batch_at(st.key, st.step, data, cfg)))
-    losses = []
-    for _ in range(80):
-        loop, m = step(loop)
-        losses.append(float(m["loss"]))
-    fused = init_state(cfg, 65)
-    fused, s1 = train_steps(fused, data, jnp.int32(20), cfg)
-    fused, s2 = train_steps(fused, data, jnp.int32(60), cfg)  # another length, across a 64-step draw: same loop
-    assert int(fused.step) == int(loop.step) == 80
-    np.testing.assert_array_equal(_table(fused), _table(loop))
-    np.testing.assert_array_equal(np.concatenate([s1[:20], s2[:60]]), np.float32(losses))  # each step's own loss
-    assert not np.any(s1[20:]) and not np.any(s2[60:])
 
 
 def test_batches_are_keyed_by_step(shakespeare):

@@ -45,11 +45,10 @@ def _import(argv: Sequence[str] | None) -> int:
     p.add_argument("--tokenizer", default="auto", help="the tokenizer of --data, as train.py's --tokenizer")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="new run directory for the checkpoint")
     args = p.parse_args(argv)
-    import jax.numpy as jnp
 
     from bigram_jax.checkpoint.manager import open_fresh
     from bigram_jax.checkpoint.resume import make_meta
-    from bigram_jax import evaluate
+    from bigram_jax.compile import programs
     from bigram_jax.corpus.load import load_corpus
     from bigram_jax.run.run_dir import RunDir, claim
     from bigram_jax.train import init_state
@@ -59,7 +58,7 @@ def _import(argv: Sequence[str] | None) -> int:
     corpus = load_corpus(cfg)
     V = corpus.vocab_size
     params = torch_to_flax(load_torch_state_dict(args.state_dict), vocab_size=V)
-    losses = evaluate.exact_splits(params, corpus, jnp.float32)
+    losses = corpus.exact_losses(params, run=programs.run)
     with claim(Path(cfg.out_dir), fresh=True), open_fresh(cfg) as ckpts:  # never over a run; locked
         RunDir(cfg, start_step=0)  # config.json and an empty metrics.jsonl, as a run at step 0 leaves
         ckpts.save(init_state(cfg, V, params=params), make_meta(cfg, corpus, *losses), losses[1])

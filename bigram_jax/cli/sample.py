@@ -82,6 +82,7 @@ def _sample(argv: Sequence[str] | None) -> int:
     from bigram_jax.devices.memory import check_fits
     from bigram_jax.run.run_dir import RUNS, latest_run
     from bigram_jax.sampling import generate
+    from bigram_jax.compile import programs
     from bigram_jax.corpus.tokenizers import show
 
     # ids out (int32) and the draws' keys and uniforms (8 and 4 bytes a token), before anything is loaded
@@ -90,7 +91,8 @@ def _sample(argv: Sequence[str] | None) -> int:
     tok = ck.tokenizer
     idx = np.tile(_prompt_ids(args, tok, ck.meta["vocab_size"]), (args.num_samples, 1))  # (S, T)
     out = interruptible(lambda: generate(ck.params, jax.random.key(args.seed), idx, args.num_tokens,
-                                         temperature=args.temperature, top_k=args.top_k, sampler=args.sampler))
+                                         temperature=args.temperature, top_k=args.top_k, sampler=args.sampler,
+                                         run=programs.run_sample))
     out = np.asarray(out)
     for i in range(args.num_samples):
         if args.num_samples > 1:

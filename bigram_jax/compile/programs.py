@@ -99,6 +99,19 @@ def run(fn: Any, *args: Any, out: Any, profile: str | None = None, **static: Any
     return compiled(fn, *args, out=out, profile=profile, **static)(*args)
 
 
+# a sampling draw of at most this many (token, row entry) pairs is compiled with the 'once' profile: its compile is
+# most of its time; a wider draw (64 samples of 2,000 tokens) runs faster with XLA's defaults (docs/benchmarks.md)
+QUICK_WORK = 1 << 22
+
+
+def run_sample(fn: Any, table: Any, key: Any, last: Any, temperature: Any, *, out: Any, max_new_tokens: int,
+               top_k: int | None) -> Any:
+    """`run` for sampling's programs (sampling.generate's `run`): a short draw is compiled for compile speed."""
+    quick = max_new_tokens * last.shape[0] * table.shape[0] <= QUICK_WORK
+    return run(fn, table, key, last, temperature, out=out, profile="once" if quick else None,
+               max_new_tokens=max_new_tokens, top_k=top_k)
+
+
 def compile_options(profile: str | None) -> dict | None:
     """XLA's options for a program of this profile on this platform (None: XLA's defaults)."""
     return CPU_PROFILES[profile] if profile is not None and jax.default_backend() == "cpu" else None

@@ -7,19 +7,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax.corpus import files
-from bigram_jax.data import split
-from bigram_jax.corpus import text_file
-from bigram_jax.corpus import token_file
-from bigram_jax.corpus import tokenizers
+from bigram_jax import evaluate
 from bigram_jax.config import Config
-from bigram_jax.counts import PairCounts
-from bigram_jax.errors import UserError
-from bigram_jax.store.files import check_regular
+from bigram_jax.corpus import files, text_file, token_file, tokenizers
 from bigram_jax.corpus.token_file import TokenFile
 from bigram_jax.corpus.tokenizers import CharTokenizer, TokenIds
+from bigram_jax.counts import PairCounts
+from bigram_jax.data import split
+from bigram_jax.errors import UserError
+from bigram_jax.model import table_of
+from bigram_jax.store.files import check_regular
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,13 @@ class Corpus:
     counts_s: float = 0.0  # seconds of the load spent counting transitions (or reading the counts' cache)
     val_path: Path | None = None  # a separate validation file
     found_beside: bool = False  # the tokenizer is the meta.pkl found beside the token-id data (nanoGPT's way)
+
+    def exact_losses(self, params: dict, run: Callable | None = None) -> tuple[float, float]:
+        """Exact (train, val) losses of `params` on this corpus, its counts put on the default device: for a table
+        outside a job (restored or imported), which holds no counts of its own."""
+        dtype = table_of(params).dtype
+        return tuple(evaluate.exact(params, evaluate.device_counts(c, dtype, jnp.asarray), run)
+                     for c in (self.train_counts, self.val_counts))
 
     def describe(self) -> str:
         """The run's `data:` line."""

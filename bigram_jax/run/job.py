@@ -54,7 +54,7 @@ class Job:
 
     def exact(self, params: Any) -> tuple[float, float]:
         """Exact (train, val) losses over every position of each split."""
-        return tuple(evaluate.exact(params, self.counts[s]) for s in ("train", "val"))
+        return tuple(evaluate.exact(params, self.counts[s], programs.run) for s in ("train", "val"))
 
 
 @dataclasses.dataclass(frozen=True)

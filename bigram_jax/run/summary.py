@@ -48,7 +48,8 @@ def sample_text(params: dict, cfg: Config, tokenizer: Any) -> str:
     """The lecture's closing sample: `sample_tokens` tokens after a context of id 0 ('\\n' in tinyshakespeare)."""
     key = programs.run(sample_key, np.uint32(cfg.seed), out=0, profile="once")  # apart from init and batches
     idx = np.zeros((1, 1), np.int32)
-    out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None)
+    out = generate(params, key, idx, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
+                   run=programs.run_sample)
     return show(tokenizer, np.asarray(out)[0])  # indexed on the host: an eager device op would cost a compile
 
 
