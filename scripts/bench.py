@@ -4,8 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from bigram_jax.cli.guard import exit_now  # noqa: E402
-from bigram_jax.run.signals import install_stop_handlers
+from bigram_jax.cli.guard import exit_now, install_stop_handlers  # noqa: E402
 
 install_stop_handlers()  # before the heavy imports: a stop while they run is one line too
 from bench.cli import main  # noqa: E402

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bigram_jax.corpus import files
+from bigram_jax.cli import plot as plot_cli
 from bigram_jax.run import plot
 from bigram_jax.errors import UserError
 from tests.conftest import ROOT, run_script
@@ -82,7 +83,7 @@ def test_plot_script_overlays_runs(runs: tuple[Path, Path], tmp_path: Path) -> N
 
 def test_plot_main_defaults_into_the_first_run(runs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("matplotlib")
-    assert plot.plot_main(["--run", str(runs[1])]) == 0
+    assert plot_cli.plot_main(["--run", str(runs[1])]) == 0
     paths = [runs[1] / "loss.png", runs[1] / "transitions.png"]
     assert capsys.readouterr().out.split() == [str(p) for p in paths]
     w, h = check_png(paths[1])

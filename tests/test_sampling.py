@@ -8,7 +8,7 @@ import pytest
 
 from bigram_jax import sampling
 from bigram_jax.errors import UserError
-from bigram_jax.sampling import _sample, generate
+from bigram_jax.sampling import generate, sample_categorical
 from bigram_jax.model import BigramLanguageModel
 
 
@@ -108,16 +108,16 @@ def test_a_short_draw_from_a_wide_table_reads_only_its_rows(monkeypatch):
     row's logits as it reads it: no (V, V) temporaries beside the table, and the very tokens of the path that
     computes every row's logits first (with and without top-k, and at a temperature that overflows float32)."""
     V, S = 1024, jax.ShapeDtypeStruct
-    compiled = _sample.trace(S((V, V), jnp.float32), jax.random.key(0), S((4,), jnp.int32), np.float32(1),
-                             max_new_tokens=50, top_k=None, sampler="categorical").lower().compile()
+    compiled = sample_categorical.trace(S((V, V), jnp.float32), jax.random.key(0), S((4,), jnp.int32), np.float32(1),
+                                        max_new_tokens=50, top_k=None).lower().compile()
     assert compiled.memory_analysis().temp_size_in_bytes < 2 * V * V  # less than half one (V, V) float32 array
     table, last = jax.random.normal(jax.random.key(1), (V, V)) * 3, np.arange(4, dtype=np.int32)
-    original, drawn = sampling._categorical_step, {}
+    original, drawn = sampling._logits_by_row, {}
     for rows in (0, V):  # as it goes; every row first
-        monkeypatch.setattr(sampling, "_categorical_step", lambda t, temp, k, _, r=rows: original(t, temp, k, r))
-        fresh = jax.jit(sampling._sample.__wrapped__, static_argnames=("max_new_tokens", "top_k", "sampler"))
-        drawn[rows] = [np.asarray(fresh(table, jax.random.key(2), last, np.float32(t), max_new_tokens=50, top_k=k,
-                                        sampler="categorical")[0]) for t, k in ((1.0, None), (0.7, 10), (2e-38, None))]
+        monkeypatch.setattr(sampling, "_logits_by_row", lambda t, temp, k, _, r=rows: original(t, temp, k, r))
+        fresh = jax.jit(sampling.sample_categorical.__wrapped__, static_argnames=("max_new_tokens", "top_k"))
+        drawn[rows] = [np.asarray(fresh(table, jax.random.key(2), last, np.float32(t), max_new_tokens=50, top_k=k)[0])
+                       for t, k in ((1.0, None), (0.7, 10), (2e-38, None))]
     for a, b in zip(drawn[0], drawn[V]):
         np.testing.assert_array_equal(a, b)
     assert len({tuple(x.reshape(-1)) for x in drawn[0]}) == 3  # three different draws, not one repeated

@@ -50,7 +50,8 @@ def _import(argv: Sequence[str] | None) -> int:
     from bigram_jax.checkpoint.resume import make_meta
     from bigram_jax.compile import programs
     from bigram_jax.corpus.load import load_corpus
-    from bigram_jax.run.run_dir import RunDir, claim
+    from bigram_jax.run.run_dir import RunDir
+    from bigram_jax.store.run_folders import claim
     from bigram_jax.train import init_state
     from torch_ref.convert import load_torch_state_dict, torch_to_flax
 

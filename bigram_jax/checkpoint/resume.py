@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bigram_jax.devices import parallel
-from bigram_jax.run import run_dir
+from bigram_jax.store import run_folders
 from bigram_jax.checkpoint.manager import Checkpoints, run_checkpoint_dir
 from bigram_jax.config import FIELDS, Config, make_config
 from bigram_jax.errors import UserError
@@ -43,11 +43,11 @@ def open_resume(overrides: dict[str, Any], allow_mismatch: bool = False) -> Resu
     """Lock OUT_DIR and open its checkpoints once; the config is the latest checkpoint's, with `overrides` on top.
     Creates nothing: a folder that holds no run is refused as it is."""
     out_dir = Path(overrides["out_dir"])
-    if not run_dir.holds_run(out_dir):  # (nothing else is resumed: a typo'd or relative path from elsewhere)
+    if not run_folders.holds_run(out_dir):  # (nothing else is resumed: a typo'd or relative path from elsewhere)
         raise UserError(f"--resume: there is no run in {out_dir} "
                         f"({'no such folder' if not out_dir.exists() else 'none of its files are there'}); "
                         "nothing was created")
-    lock = run_dir.claim(out_dir, fresh=False) if parallel.is_primary() else None
+    lock = run_folders.claim(out_dir, fresh=False) if parallel.is_primary() else None
     try:
         return _open(overrides, allow_mismatch, lock)
     except BaseException:

@@ -80,7 +80,7 @@ def _sample(argv: Sequence[str] | None) -> int:
 
     from bigram_jax.checkpoint.load import load_checkpoint
     from bigram_jax.devices.memory import check_fits
-    from bigram_jax.run.run_dir import RUNS, latest_run
+    from bigram_jax.store.run_folders import RUNS, latest_run
     from bigram_jax.sampling import generate
     from bigram_jax.compile import programs
     from bigram_jax.corpus.tokenizers import show

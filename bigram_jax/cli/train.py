@@ -68,7 +68,7 @@ def _train(argv: Sequence[str] | None) -> int:
     from bigram_jax.checkpoint.resume import open_resume
     from bigram_jax.run.job import train_and_evaluate
     from bigram_jax.devices.parallel import is_primary
-    from bigram_jax.run.run_dir import RUNS, latest_run
+    from bigram_jax.store.run_folders import RUNS, latest_run
 
     resume = None
     if args.resume:  # the newest run unless named; locked before its checkpoints are opened

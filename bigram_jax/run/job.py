@@ -24,7 +24,6 @@ from bigram_jax.devices import memory
 from bigram_jax.run import pacing
 from bigram_jax.devices import parallel
 from bigram_jax.compile import programs
-from bigram_jax.run import run_dir
 from bigram_jax.config import Config
 from bigram_jax.corpus.load import Corpus, load_corpus
 from bigram_jax.errors import Interrupted, NonFinite, UserError
@@ -32,6 +31,8 @@ from bigram_jax.run.feed import HostFeed
 from bigram_jax.model import params_of, table_of
 from bigram_jax.run.progress import Progress
 from bigram_jax.run.run_dir import RunDir
+from bigram_jax.run.signals import StopRequests
+from bigram_jax.store import run_folders
 from bigram_jax.run.summary import summarize
 from bigram_jax.train import DRAW_STEPS, TrainState, init_on, init_state, learning_rate, train_steps
 
@@ -80,8 +81,9 @@ def train_and_evaluate(cfg: Config, resume: Resume | None = None, tensorboard: b
             held.callback(resume.close)
         job = setup(cfg, resume, held)
         # the run's handlers stay until the checkpoints are closed: a signal never cuts a save short
-        with RunDir(job.cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run, job.checkpoints:
-            trained = train_loop(job, run)
+        with RunDir(job.cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run, \
+                StopRequests() as stops, job.checkpoints:
+            trained = train_loop(job, run, stops)
         # every checkpoint is on disk now, and a stop signal stops the closing sample at once
         return summarize(job, trained, run, before)
 
@@ -100,9 +102,9 @@ def setup(cfg: Config, resume: Resume | None, held: contextlib.ExitStack) -> Job
     home, parts = memory.plan(cfg, len(corpus.train), V, mesh, DRAW_STEPS)
     memory.check_fits(parts)
     if resume is None:  # the run folder: named, or the next numbered one; locked for the run's life
-        cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(run_dir.next_run(run_dir.RUNS)))
+        cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(run_folders.next_run(run_folders.RUNS)))
         if parallel.is_primary():
-            held.callback(run_dir.claim(Path(cfg.out_dir), fresh=True).close)
+            held.callback(run_folders.claim(Path(cfg.out_dir), fresh=True).close)
         checkpoints = held.enter_context(open_fresh(cfg))
     else:
         check_compatible(resume, corpus, say)
@@ -163,7 +165,7 @@ def _initial_state(cfg: Config, V: int, mesh: Any, resume: Resume | None, say: C
     return programs.run(init_on, out=abstract, profile="once", cfg=cfg, vocab_size=V, mesh=mesh)
 
 
-def train_loop(job: Job, run: RunDir) -> Trained:
+def train_loop(job: Job, run: RunDir, stops: StopRequests) -> Trained:
     """Run chunks of steps to cfg.max_iters; eval, log and checkpoint at their steps; stop on a signal.
 
     Each chunk ends at the next eval or checkpoint step and lasts about cfg.chunk_seconds, so a SIGTERM or
@@ -188,7 +190,7 @@ def train_loop(job: Job, run: RunDir) -> Trained:
             clock.add(batch_losses, dt)
             at_eval = step % cfg.eval_interval == 0 or step == cfg.max_iters
             # every process runs the same steps and saves at the same ones: they agree on all three
-            stop, chunk, at_ckpt = parallel.agree(run.stop_signal, pacing.chunk_after(n, dt, cfg),
+            stop, chunk, at_ckpt = parallel.agree(stops.signum, pacing.chunk_after(n, dt, cfg),
                                                   pacing.checkpoint_due(cfg, step, at_eval, clock.last_save))
             bar.update(step, (step - clock.start) * cfg.batch_size * cfg.block_size / clock.seconds["train"])
             job.checkpoints.check()  # a failed async save stops the run at the next chunk, not the next save

@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bigram_jax.cli.guard import OneLineParser, command, guard, prog
 
 from bigram_jax.errors import UserError
 MISSING = "--plot needs matplotlib: pip install 'bigram-jax[plot]'"
@@ -206,26 +205,3 @@ def write_plots(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
     return paths + [plot_transitions(run_dirs[0], out_dir / TRANSITIONS_PNG)]
 
 
-def plot_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of scripts/plot.py."""
-    def run() -> int:
-        p = OneLineParser(prog=prog("plot.py"), description="Write loss.png (all runs overlaid) and transitions.png "
-                    "(the first run's learned vs count-based transition table).")
-        p.add_argument("--run", action="append", metavar="DIR",
-                       help="a training run's --out-dir; repeat to overlay runs in loss.png (default: the newest run "
-                       "under runs/bigram)")
-        p.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: the first --run)")
-        args = p.parse_args(argv)
-        from bigram_jax.run.run_dir import RUNS, latest_run
-
-        runs = [Path(r) for r in args.run] if args.run else [latest_run(RUNS)]
-        if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-            raise UserError(f"--out {args.out} is a file, not a folder")
-        for path in write_plots(runs, Path(args.out) if args.out else runs[0]):
-            print(path)
-        return 0
-
-    return guard(prog("plot.py"), run)
-
-
-plot_command = command(plot_main)

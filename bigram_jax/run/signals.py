@@ -1,6 +1,6 @@
 """Stop signals: which ones stop a run, the handlers that end a process at once, and a call that stays
 interruptible while it waits on a long compiled program. Nothing is installed on import: the entry point
-(cli/guard.py's `command`, scripts/*.py) or the run (run_dir.RunDir) installs handlers, scoped."""
+(cli/guard.py's `command`, scripts/*.py) or the run (StopRequests, below) installs handlers, scoped."""
 from __future__ import annotations
 
 import os
@@ -77,3 +77,27 @@ def interruptible(fn: Callable, *args: object) -> object:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+class StopRequests:
+    """While entered, the stop signals ask the run to stop after its current chunk (`signum` is set; after a
+    hang-up the dead terminal's output is muted first); on exit the handlers found are put back. Handlers can
+    be set from the main thread only: elsewhere nothing is caught."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict = {}
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            detach_hung_up_terminal()
+        self.signum = signum
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._old = set_stop_handlers(self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
