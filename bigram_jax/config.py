@@ -74,6 +74,19 @@ class Config:
         """The config as plain JSON-able values."""
         return dataclasses.asdict(self)
 
+    def for_vocab(self, vocab_size: int) -> Config:
+        """The config a run of this vocabulary computes with: loss 'auto' decided, here and nowhere else."""
+        return dataclasses.replace(self, loss=resolve_loss(self.loss, vocab_size, self.batch_size, self.block_size))
+
+
+def resolve_loss(name: str, vocab_size: int, batch_size: int, block_size: int) -> str:
+    """'auto' -> the cheaper implementation: counts cost O(V^2) per step, gather O(B*T*V), so counts iff V <= B*T."""
+    if name == "auto":
+        name = "counts" if vocab_size <= batch_size * block_size else "gather"
+    if name == "counts" and vocab_size * vocab_size >= 2**31:
+        raise UserError(f"loss 'counts' needs V^2 < 2^31 (int32 pair ids); V = {vocab_size}: use --loss gather or auto")
+    return name
+
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # where files are, where the tokens live, when to evaluate, save and sample: read by the job, never inside a

@@ -10,7 +10,6 @@ from typing import Callable
 import jax
 
 from bigram_jax.counts import batch_counts
-from bigram_jax.errors import UserError
 from bigram_jax.model import BigramLanguageModel
 
 Batch = dict[str, jax.Array]
@@ -42,15 +41,6 @@ def counts_loss(model: BigramLanguageModel) -> LossFn:
 LOSSES = {"gather": gather_loss, "counts": counts_loss}
 
 
-def resolve_loss(name: str, vocab_size: int, batch_size: int, block_size: int) -> str:
-    """'auto' -> the cheaper implementation: counts cost O(V^2) per step, gather O(B*T*V), so counts iff V <= B*T."""
-    if name == "auto":
-        name = "counts" if vocab_size <= batch_size * block_size else "gather"
-    if name == "counts" and vocab_size * vocab_size >= 2**31:
-        raise UserError(f"loss 'counts' needs V^2 < 2^31 (int32 pair ids); V = {vocab_size}: use --loss gather or auto")
-    return name
-
-
-def make_loss(model: BigramLanguageModel, name: str, batch_size: int = 0, block_size: int = 0) -> LossFn:
-    """The loss implementation called `name` ('auto' picks by the batch shape)."""
-    return LOSSES[resolve_loss(name, model.vocab_size, batch_size, block_size)](model)
+def make_loss(model: BigramLanguageModel, name: str) -> LossFn:
+    """The loss implementation called `name` ('gather' or 'counts'; Config.for_vocab decides 'auto')."""
+    return LOSSES[name](model)

@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from bigram_jax.config import Config
 from bigram_jax.counts import window_counts
 from bigram_jax.data import batch_offsets, get_batch, window_slices
-from bigram_jax.loss import Batch, LossFn, make_loss, resolve_loss
+from bigram_jax.loss import Batch, LossFn, make_loss
 from bigram_jax.model import BigramLanguageModel, table_of
 from bigram_jax.devices.parallel import constrain
 
@@ -26,6 +26,7 @@ class TrainState(train_state.TrainState):
     """
 
     key: jax.Array  # typed PRNG key; the batch of step s is drawn with fold_in(key, s)
+    loss: str = flax.struct.field(pytree_node=False)  # 'gather' or 'counts': the batch the loss reads
     loss_fn: LossFn = flax.struct.field(pytree_node=False)  # (params, batch) -> mean loss
 
 
@@ -49,12 +50,13 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
 
 def init_state(cfg: Config, vocab_size: int, params: Any = None) -> TrainState:
     """Fresh state from the seed: N(0, 1) table (unless `params` is given), zero moments, step 0."""
+    cfg = cfg.for_vocab(vocab_size)  # (a run's config comes decided; a library caller's may say 'auto')
     params_key, data_key = jax.random.split(jax.random.key(cfg.seed))
     model = _model(vocab_size)
     if params is None:
         params = model.init(params_key, jnp.zeros((1, 1), jnp.int32))
     state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(cfg), key=data_key,
-                              loss_fn=_loss_fn(model, cfg.loss, cfg.batch_size, cfg.block_size))
+                              loss=cfg.loss, loss_fn=_loss_fn(model, cfg.loss))
     return state.replace(step=jnp.zeros((), jnp.int32))  # create() starts at a Python 0; checkpoints hold int32
 
 
@@ -98,9 +100,8 @@ def draw_offsets(key: jax.Array, first_step: jax.Array, n_tokens: int, cfg: Conf
     return jax.vmap(lambda s: batch_offsets(jax.random.fold_in(key, s), n_tokens, cfg.batch_size, cfg.block_size))(steps)
 
 
-def _hoist(cfg: Config, V: int) -> bool:
+def _hoist(loss: str, cfg: Config, V: int) -> bool:
     """Count a whole block's batches in one scatter (counts loss, when the block's tokens and tables are small)."""
-    loss = resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size)
     return loss == "counts" and DRAW_STEPS * max(cfg.batch_size * cfg.block_size, V * V) <= HOIST_ELEMENTS
 
 
@@ -115,8 +116,8 @@ def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, 
     st, losses = carry
     table = table_of(st.params)
     V, dtype = table.shape[0], table.dtype
-    loss = resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size)
-    counts = window_counts(windows_of(None), V).astype(dtype) if _hoist(cfg, V) else None  # (K, V, V)
+    loss = st.loss
+    counts = window_counts(windows_of(None), V).astype(dtype) if _hoist(loss, cfg, V) else None  # (K, V, V)
 
     def body(j, c):
         st, losses = c

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bigram_jax.errors import UserError
-from bigram_jax.loss import resolve_loss
+from bigram_jax.config import resolve_loss
 from tests.conftest import ROOT, _shakespeare, run_script
 
 V_BIG = 8000  # a 64M-parameter table: 256 MB, 768 MB with both AdamW moments

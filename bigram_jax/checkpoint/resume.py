@@ -9,7 +9,7 @@ from typing import IO, Any
 from bigram_jax.devices import parallel
 from bigram_jax.store import run_folders
 from bigram_jax.checkpoint.manager import Checkpoints, run_checkpoint_dir
-from bigram_jax.config import FIELDS, Config, make_config
+from bigram_jax.config import FIELDS, Config, make_config, resolve_loss
 from bigram_jax.errors import UserError
 from bigram_jax.corpus.token_file import TOKEN_SUFFIXES
 from bigram_jax.corpus.tokenizers import describe_record, record_identity
@@ -119,7 +119,9 @@ def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
         raise UserError(f"checkpoint does not match this run: {'; '.join(problems)}; "
                         "pass --allow-mismatch to resume anyway (nothing was changed)")
     # a key the checkpoint predates had its default then
-    changed = [k for k in RESULT_KEYS if meta["config"].get(k, FIELDS[k].default) != getattr(cfg, k)]
+    had_cfg = {k: meta["config"].get(k, FIELDS[k].default) for k in RESULT_KEYS}
+    had_cfg["loss"] = resolve_loss(had_cfg["loss"], V, had_cfg["batch_size"], had_cfg["block_size"])  # 'auto' as it ran
+    changed = [k for k in RESULT_KEYS if had_cfg[k] != getattr(cfg.for_vocab(V), k)]
     if changed or problems:
         say(f"note: resuming with changes ({', '.join(problems + changed)}): "
             "the result will differ from an uninterrupted run")

@@ -11,7 +11,6 @@ from jax.sharding import Mesh
 
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError
-from bigram_jax.loss import resolve_loss
 
 STATE_BYTES_PER_PARAM = 24  # f32 table + 2 moments persist (12 B); the update holds grads and new values beside them
 MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 75% of the memory by default)
@@ -87,7 +86,7 @@ def run_bytes(cfg: Config, vocab_size: int, mesh: Mesh, resident_tokens: int, dr
     """Bytes one device needs at the peak of a step, by part (an estimate, within a small factor)."""
     V, B, T = vocab_size, cfg.batch_size, cfg.block_size
     dp, mp = mesh.shape["data"], mesh.shape["model"]
-    work = 16 * V * V if resolve_loss(cfg.loss, V, B, T) == "counts" else 12 * B * T * V / dp
+    work = 16 * V * V if cfg.for_vocab(V).loss == "counts" else 12 * B * T * V / dp
     return {"table and AdamW state": STATE_BYTES_PER_PARAM * V * V / mp, "loss": work,
             "batches": 8 * draw_steps * B * (T + 1) / dp, "corpus copy": 4 * resident_tokens,
             "closing sample": 12 * cfg.sample_tokens}

@@ -95,6 +95,7 @@ def setup(cfg: Config, resume: Resume | None, held: contextlib.ExitStack) -> Job
     corpus = load_corpus(cfg)
     corpus_s = time.perf_counter() - t0
     V = corpus.vocab_size
+    cfg = cfg.for_vocab(V)  # loss 'auto' decided once: everything below reads cfg.loss
     say = print if parallel.is_primary() else (lambda *a, **k: None)  # one process speaks for all
     mesh = parallel.make_mesh(cfg, V)
     if cfg.top_k > V:

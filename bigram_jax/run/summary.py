@@ -12,7 +12,6 @@ from bigram_jax.compile import programs
 from bigram_jax.config import Config
 from bigram_jax.corpus.tokenizers import show
 from bigram_jax.run.signals import interruptible
-from bigram_jax.loss import resolve_loss
 from bigram_jax.run.run_dir import RunDir
 from bigram_jax.sampling import generate
 
@@ -28,7 +27,7 @@ def summarize(job: Any, trained: Any, run: RunDir, before: float | None = None) 
         "corpus_seconds": job.corpus_s, "compile_seconds": job.compile_s, "wall_seconds": run.elapsed(),
         "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
         "mesh": dict(job.mesh.shape), "processes": jax.process_count(), **parallel.shard_report(state),
-        "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
+        "loss": cfg.loss,
         "vocab_size": V, "data_sha256": job.corpus.sha256, "out_dir": cfg.out_dir,
     }
     t = time.perf_counter()
