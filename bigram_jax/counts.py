@@ -125,9 +125,8 @@ class PairCounter:
     STEP = 1 << 22  # transitions per dense update: the int32 id buffer (16 MB) is reused, never reallocated
 
     def _add_dense(self, prev: np.ndarray, nxt: np.ndarray) -> None:
-        """Dense update: int32 pair ids into a reused buffer, then numpy's unbuffered add.at. Measured on the
-        development CPU: ~200M transitions/s, where bincount (a fresh V*V result each call) or int64 ids
-        (a fresh 8-byte array) reach 50-100M/s."""
+        """Dense update: int32 pair ids into a reused buffer, then numpy's unbuffered add.at. Neither a fresh V*V
+        result per call (bincount) nor fresh 8-byte ids: several times their rate."""
         if self._buf is None:
             self._buf = np.empty(self.STEP, np.int32)
         ids = self._buf[:len(prev)]

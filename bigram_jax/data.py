@@ -1,6 +1,5 @@
-"""Corpus files, train/val split and on-device batches, as in the lecture (tokenizers: tokenizers.py)."""
+"""The lecture's data: the train/val split and on-device batches (get_batch). Corpora and tokenizers: corpus/."""
 from __future__ import annotations
-
 
 import jax
 import numpy as np

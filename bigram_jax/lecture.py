@@ -68,7 +68,9 @@ def train(model, params, train_data, val_data, data_key, eval_key, iters=max_ite
 def main(path: str | None = None) -> None:
     """The lecture's script: tinyshakespeare (or the text at `path`), 3000 steps, 500 characters."""
     if path is None:
-        from bigram_jax.corpus.files import resolve_corpus  # a local copy, the cache, else a verified download
+        from bigram_jax.corpus.files import (
+            resolve_corpus,  # a local copy, the cache, else a verified download
+        )
 
         path = resolve_corpus("tinyshakespeare")
     with open(path, encoding="utf-8") as f:

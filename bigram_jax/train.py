@@ -9,14 +9,15 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from bigram_jax.config import Config
 from bigram_jax.counts import window_counts
 from bigram_jax.data import batch_offsets, get_batch, window_slices
+from bigram_jax.devices.parallel import constrain
 from bigram_jax.loss import Batch, LossFn, make_loss
 from bigram_jax.model import BigramLanguageModel, table_of
-from bigram_jax.devices.parallel import constrain
 
 
 class TrainState(train_state.TrainState):

@@ -19,14 +19,20 @@ import torch
 from bigram_jax.config import Config
 from bigram_jax.counts import dense_counts, sequence_counts
 from bigram_jax.evaluate import exact_loss
-from bigram_jax.sampling import generate
 from bigram_jax.loss import make_loss
-from bigram_jax.model import BigramLanguageModel as FlaxBigram, table_of
+from bigram_jax.model import BigramLanguageModel as FlaxBigram
+from bigram_jax.model import table_of
+from bigram_jax.sampling import generate
 from bigram_jax.train import batch_at, init_state, train_steps
 from torch_ref import stats
-from torch_ref.stats import topk_probs
-from torch_ref.convert import flax_to_torch, load_torch_state_dict, save_torch_state_dict, torch_to_flax
+from torch_ref.convert import (
+    flax_to_torch,
+    load_torch_state_dict,
+    save_torch_state_dict,
+    torch_to_flax,
+)
 from torch_ref.model import BigramLanguageModel, make_optimizer, train_step
+from torch_ref.stats import topk_probs
 
 CASES = ((1, 1, 1), (2, 3, 5), (65, 32, 8), (65, 2, 300), (300, 16, 64))  # (V, B, T)
 CASES64 = ((1, 64, 64), (2, 64, 64), (65, 32, 8), (300, 16, 64))  # float64: many tokens per row too

@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from bigram_jax.config import make_config
 from bigram_jax.cli.guard import OneLineParser, command, guard, prog
-
-
+from bigram_jax.config import make_config
 from bigram_jax.errors import UserError
+
+
 def _export(argv: Sequence[str] | None) -> int:
     """bigram_jax checkpoint -> torch state_dict file."""
     p = OneLineParser(prog=prog("export_torch.py"), description="Write a checkpoint's table as a torch state_dict (.pt).")

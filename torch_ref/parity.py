@@ -13,15 +13,30 @@ import jax
 import numpy as np
 import torch
 
-from bigram_jax.config import Config
 from bigram_jax.cli.guard import OneLineParser, guard
-from bigram_jax.errors import UserError
+from bigram_jax.config import Config
 from bigram_jax.corpus.files import load_text, resolve_corpus
-from bigram_jax.data import split
 from bigram_jax.corpus.tokenizers import CharTokenizer
-from torch_ref.checks import (CASES64, P_MIN, Result, check_checkpoint, check_logits, check_loss_grad, check_sampling,
-                              check_training, cpu_highest, random_model)
-from torch_ref.convert import flax_to_torch, load_torch_state_dict, save_torch_state_dict, torch_to_flax
+from bigram_jax.data import split
+from bigram_jax.errors import UserError
+from torch_ref.checks import (
+    CASES64,
+    P_MIN,
+    Result,
+    check_checkpoint,
+    check_logits,
+    check_loss_grad,
+    check_sampling,
+    check_training,
+    cpu_highest,
+    random_model,
+)
+from torch_ref.convert import (
+    flax_to_torch,
+    load_torch_state_dict,
+    save_torch_state_dict,
+    torch_to_flax,
+)
 from torch_ref.stats import topk_probs
 
 __all__ = ["CASES64", "P_MIN", "Result", "check_checkpoint", "check_logits", "check_loss_grad", "check_sampling",

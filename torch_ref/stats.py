@@ -17,7 +17,9 @@ def _p_value(stat: float, dof: int) -> float:
         return 1.0
     if math.isnan(stat):
         return 0.0
-    from scipy.stats import chi2  # here, not at the top: `import torch_ref` stays light (scipy costs ~0.3 s)
+    from scipy.stats import (
+        chi2,  # here, not at the top: `import torch_ref` stays light (scipy costs ~0.3 s)
+    )
 
     return float(chi2.sf(stat, dof))
 

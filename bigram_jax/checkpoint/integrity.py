@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigram_jax.store import cache
 from bigram_jax.compile import programs
 from bigram_jax.errors import UserError
+from bigram_jax.store import cache
 
 
 def _words(x: jax.Array) -> jax.Array:

@@ -11,11 +11,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from bigram_jax.compile import programs
 from bigram_jax.checkpoint import quiet
+from bigram_jax.checkpoint.integrity import checksums, meta_is_intact, seal_meta, verify
+from bigram_jax.compile import programs
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError, first_line
-from bigram_jax.checkpoint.integrity import checksums, meta_is_intact, seal_meta, verify
 from bigram_jax.model import BigramLanguageModel
 
 

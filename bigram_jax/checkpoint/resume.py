@@ -6,13 +6,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from bigram_jax.devices import parallel
-from bigram_jax.store import run_folders
 from bigram_jax.checkpoint.manager import Checkpoints, run_checkpoint_dir
 from bigram_jax.config import FIELDS, Config, make_config, resolve_loss
-from bigram_jax.errors import UserError
 from bigram_jax.corpus.token_file import TOKEN_SUFFIXES
 from bigram_jax.corpus.tokenizers import describe_record, record_identity
+from bigram_jax.devices import parallel
+from bigram_jax.errors import UserError
+from bigram_jax.store import run_folders
 
 # settings of the machine a run happens to use, not of the run: a resumed run does not inherit them
 MACHINE_KEYS = ("out_dir", "model_parallel", "data_on")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bigram_jax.errors import UserError
 from bigram_jax.store.files import check_regular

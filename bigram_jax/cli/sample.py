@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bigram_jax.cli.guard import OneLineParser, command, guard, prog
-
-
 from bigram_jax.errors import UserError
-from bigram_jax.store.files import check_regular
 from bigram_jax.run.signals import interruptible
+from bigram_jax.store.files import check_regular
+
+
 def sample_parser() -> argparse.ArgumentParser:
     """Flags of scripts/sample.py."""
     p = OneLineParser(prog=prog("sample.py"), description="Sample text from a bigram-jax checkpoint.")
@@ -79,11 +79,11 @@ def _sample(argv: Sequence[str] | None) -> int:
     import numpy as np
 
     from bigram_jax.checkpoint.load import load_checkpoint
-    from bigram_jax.devices.memory import check_fits
-    from bigram_jax.store.run_folders import RUNS, latest_run
-    from bigram_jax.sampling import generate
     from bigram_jax.compile import programs
     from bigram_jax.corpus.tokenizers import show
+    from bigram_jax.devices.memory import check_fits
+    from bigram_jax.sampling import generate
+    from bigram_jax.store.run_folders import RUNS, latest_run
 
     # ids out (int32) and the draws' keys and uniforms (8 and 4 bytes a token), before anything is loaded
     check_fits({"samples": 4.0 * args.num_samples * args.num_tokens, "keys": 12.0 * args.num_tokens})

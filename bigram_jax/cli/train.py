@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bigram_jax.config import CHOICES, FIELDS, TYPES, from_flag, make_config
 from bigram_jax.cli.config_file import load_config_file
 from bigram_jax.cli.guard import OneLineParser, command, guard, prog
-
+from bigram_jax.config import CHOICES, FIELDS, TYPES, from_flag, make_config
 from bigram_jax.errors import UserError
+
 STARTED = time.time()  # this module's import: the work of a command begins about here
 
 
@@ -66,8 +66,8 @@ def _train(argv: Sequence[str] | None) -> int:
         initialize(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
     _compile_cache()
     from bigram_jax.checkpoint.resume import open_resume
-    from bigram_jax.run.job import train_and_evaluate
     from bigram_jax.devices.parallel import is_primary
+    from bigram_jax.run.job import train_and_evaluate
     from bigram_jax.store.run_folders import RUNS, latest_run
 
     resume = None

@@ -19,7 +19,7 @@ from typing import Any
 
 import jax
 
-from bigram_jax.config import Config, RUN_ONLY
+from bigram_jax.config import RUN_ONLY, Config
 
 _NOT_IN_KEY = re.compile(r"cache|^jax_log|logging|timeout")  # JAX settings that change no program
 # settings of a backend read from the environment (XLA_PYTHON_CLIENT_* size memory pools, not programs)

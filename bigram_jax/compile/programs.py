@@ -27,24 +27,22 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
+from bigram_jax.compile import program_key
 from bigram_jax.store import cache
 
-# XLA:CPU options by what a program is for (elsewhere, and for programs of neither kind: XLA's defaults). Both keep
-from bigram_jax.compile import program_key
-# the bits; measured on the 2-core Xeon (bench --only compile,train,scale,generate and the cold job):
+# XLA:CPU options by what a program is for; elsewhere, and for programs of neither kind, XLA's defaults. Both keep
+# the bits and cut compile time; docs/benchmarks.md has the figures.
 CPU_PROFILES = {
-    # training loops: backend optimization level 1 (XLA's default is 3) compiles train_steps a quarter faster
-    # (0.8 -> 0.6 s) and runs it as fast or faster (a bigram step is a gather, a scatter and elementwise ops)
+    # training loops: backend optimization level 1 (XLA's default is 3). A bigram step is a gather, a scatter and
+    # elementwise ops: it runs as fast.
     "loop": {"xla_backend_optimization_level": 1},
-    # programs that run once or briefly: XLA:CPU's older elemental emitters too compile one with random draws in
-    # 60% of the time (init_on 0.30 -> 0.18 s, a 500-token sample 0.40 -> 0.23 s), but can run half again as long
-    # on wide batches (64 samples drawn at once); level 1 alone slows wide sampling by a tenth, hence no default
+    # programs that run once or briefly (init, a short sample): level 1 and XLA:CPU's older elemental emitters.
+    # They run wide sampling batches slower, hence not the default.
     "once": {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False},
 }
 MAX_ENTRIES = 256  # the least recently used entries beyond this many are deleted when one is written
-# this process's programs, each loaded or compiled once, by name and by the arguments' tree structure: an executable
-# checks that its arguments come in the structure it was made for, static fields included (a train state's optimizer
-# and loss), and one name serves several (one process's runs of other learning rates save through one copy program)
+# this process's programs, by name and by the arguments' tree structure. An executable checks the structure of its
+# arguments, static fields included (a train state's optimizer and loss); one name can serve several structures.
 _LOADED: dict[tuple, Callable] = {}
 _SEEN = threading.local()  # per thread: what XLA compiled (by name) and JAX's persistent-cache hits (see _compile)
 _LOCK = threading.RLock()  # one program loaded or compiled at a time: _LOADED and JAX's cache switch are shared
@@ -169,12 +167,12 @@ def _load(entry: Entry, args: tuple, out: Any) -> Callable | None:
 
 @contextlib.contextmanager
 def _without_xla_cache() -> Iterator[None]:
-    """JAX's persistent compilation cache bypassed (through its private switch; where that moved, the cache stays
-    on and a hit means nothing is stored). An executable JAX loaded from that cache serializes without its
-    functions: its stored copy fails when run (jax 0.10.2 on CPU: 'NOT_FOUND: Function ... not found'). JAX also
-    hands out again, without compiling, an executable it already holds in memory, which may be such a loaded one:
-    hence only what _compile saw XLA compile is stored. The switch is process-wide: another thread that compiles
-    meanwhile skips JAX's cache too (it compiles; nothing worse)."""
+    """JAX's persistent compilation cache bypassed while a program is compiled to be stored.
+
+    Why: an executable that JAX loaded from its own cache serializes without its functions, and the stored copy
+    fails when run ('NOT_FOUND: Function ... not found'). The switch is JAX's private one; where it has moved,
+    the cache stays on, and _compile's check keeps such an executable out of our store. The switch is
+    process-wide: another thread that compiles meanwhile skips JAX's cache too (it compiles; nothing worse)."""
     from jax._src import compilation_cache as cc
 
     lock = getattr(cc, "_cache_initialized_mutex", None)

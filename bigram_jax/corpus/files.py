@@ -11,7 +11,6 @@ from bigram_jax.errors import UserError
 from bigram_jax.store.cache import cache_dir
 from bigram_jax.store.files import check_regular
 
-
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
 

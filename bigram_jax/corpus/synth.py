@@ -13,7 +13,6 @@ from typing import Iterator
 
 import numpy as np
 
-
 CHUNK = 1 << 22  # tokens drawn and written at a time: a 2B-token file needs no more memory than a small one
 
 

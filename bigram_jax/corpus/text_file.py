@@ -25,11 +25,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from bigram_jax.store import cache
-from bigram_jax.store import locks
 from bigram_jax.corpus import token_file
-from bigram_jax.errors import UserError
 from bigram_jax.corpus.tokenizers import CharTokenizer, code_points
+from bigram_jax.errors import UserError
+from bigram_jax.store import cache, locks
 
 IN_MEMORY_MAX = 256 << 20  # bytes of text the lecture's characters decode at once; larger files are streamed
 CHUNK = 16 << 20  # bytes per read

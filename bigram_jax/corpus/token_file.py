@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bigram_jax.store import cache
 from bigram_jax.counts import PairCounter
 from bigram_jax.errors import UserError
+from bigram_jax.store import cache
 from bigram_jax.store.files import check_regular
 
 TOKEN_SUFFIXES = (".bin", ".npy")

@@ -16,11 +16,17 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from bigram_jax.config import Config
+from bigram_jax.devices.memory import (
+    MEMORY_FRACTION,
+    STATE_BYTES_PER_PARAM,
+    device_bytes,
+    host_bytes,
+)
 from bigram_jax.errors import UserError
-from bigram_jax.devices.memory import MEMORY_FRACTION, STATE_BYTES_PER_PARAM, device_bytes, host_bytes
 
 JOINED = False  # this process joined a multi-process run (it must leave it through JAX's exit handler)
 

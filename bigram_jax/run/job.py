@@ -17,24 +17,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigram_jax import evaluate
 from bigram_jax.checkpoint.manager import Checkpoints, open_fresh
 from bigram_jax.checkpoint.resume import Resume, check_compatible, make_meta
-from bigram_jax import evaluate
-from bigram_jax.devices import memory
-from bigram_jax.run import pacing
-from bigram_jax.devices import parallel
 from bigram_jax.compile import programs
 from bigram_jax.config import Config
 from bigram_jax.corpus.load import Corpus, load_corpus
+from bigram_jax.devices import memory, parallel
 from bigram_jax.errors import Interrupted, NonFinite, UserError
-from bigram_jax.run.feed import HostFeed
 from bigram_jax.model import params_of, table_of
+from bigram_jax.run import pacing
+from bigram_jax.run.feed import HostFeed
 from bigram_jax.run.progress import Progress
 from bigram_jax.run.run_dir import RunDir
 from bigram_jax.run.signals import StopRequests
-from bigram_jax.store import run_folders
 from bigram_jax.run.summary import summarize
-from bigram_jax.train import DRAW_STEPS, TrainState, init_on, init_state, learning_rate, train_steps
+from bigram_jax.store import run_folders
+from bigram_jax.train import (
+    DRAW_STEPS,
+    TrainState,
+    init_on,
+    init_state,
+    learning_rate,
+    train_steps,
+)
 
 
 @dataclasses.dataclass

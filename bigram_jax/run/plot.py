@@ -8,8 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-
 from bigram_jax.errors import UserError
+
 MISSING = "--plot needs matplotlib: pip install 'bigram-jax[plot]'"
 LOSS_PNG, TRANSITIONS_PNG = "loss.png", "transitions.png"
 DPI = 140
@@ -135,7 +135,9 @@ def show_char(ch: str) -> str:
 
 def tables(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str, int]:
     """(learned P(next|cur), count-based optimum from the train split, vocab, step) of a run's latest checkpoint."""
-    from bigram_jax.checkpoint.load import load_checkpoint  # orbax: only when a checkpoint is read
+    from bigram_jax.checkpoint.load import (
+        load_checkpoint,  # orbax: only when a checkpoint is read
+    )
     from bigram_jax.model import table_of
 
     ck = load_checkpoint(run_dir)

@@ -15,7 +15,9 @@ class Progress:
         self._bar = None
         if not (enabled and sys.stderr.isatty() and total > start):
             return
-        from rich import progress as rp  # imported only for a terminal: logs and pipes never pay for it
+        from rich import (
+            progress as rp,  # imported only for a terminal: logs and pipes never pay for it
+        )
         from rich.console import Console
 
         self._bar = rp.Progress(

@@ -14,8 +14,6 @@ from typing import Any
 from bigram_jax.config import Config
 
 
-
-
 def _step_of(row: str) -> float:
     """The step of a metrics.jsonl row; infinity for a row a killed run left half-written (it is dropped)."""
     try:

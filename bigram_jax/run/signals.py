@@ -9,7 +9,6 @@ import sys
 import threading
 from typing import Callable
 
-
 # a request to stop: a kill, Ctrl-C, a closed terminal or dropped ssh connection, and the signals batch schedulers
 # send ahead of pre-emption (SLURM's --signal, for one). The run saves a checkpoint and exits with 128 + signal.
 # SIGQUIT (Ctrl-\) keeps Python's default, the emergency exit: the process ends at once and saves nothing.

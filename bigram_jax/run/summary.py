@@ -7,12 +7,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from bigram_jax.devices import parallel
 from bigram_jax.compile import programs
 from bigram_jax.config import Config
 from bigram_jax.corpus.tokenizers import show
-from bigram_jax.run.signals import interruptible
+from bigram_jax.devices import parallel
 from bigram_jax.run.run_dir import RunDir
+from bigram_jax.run.signals import interruptible
 from bigram_jax.sampling import generate
 
 
