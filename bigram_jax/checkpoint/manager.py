@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as ocm
+
+with warnings.catch_warnings():  # orbax 0.12 names a sharding class that jax 0.12 deprecates: its warning, not ours
+    warnings.filterwarnings("ignore", message=r"jax\.sharding\.SingleDeviceSharding is deprecated",
+                            category=DeprecationWarning)
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint import checkpoint_managers as ocm
 
 from bigram_jax.checkpoint import quiet
 from bigram_jax.checkpoint.integrity import checksums, meta_is_intact, seal_meta, verify

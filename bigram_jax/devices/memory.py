@@ -28,7 +28,8 @@ def device_bytes(device: jax.Device) -> int | None:
 def _read_int(path: str) -> int | None:
     """An integer from a /proc or /sys file; None if absent or not a number ('max')."""
     try:
-        return int(open(path).read().split()[0])
+        with open(path) as f:
+            return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -52,9 +53,10 @@ def host_available_bytes() -> int:
     """Memory free for this run now: MemAvailable, and no more than the container's limit leaves."""
     avail = host_bytes()
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                avail = min(avail, int(line.split()[1]) * 1024)
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = min(avail, int(line.split()[1]) * 1024)
     except OSError:
         pass
     used = _read_int("/sys/fs/cgroup/memory.current") or _read_int("/sys/fs/cgroup/memory/memory.usage_in_bytes")
