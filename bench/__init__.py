@@ -6,9 +6,11 @@
   `whole_job`: scripts/train.py against the lecture's script as processes; `limits`: this machine's peak rates;
   `corpus_size`: whole runs from 1M to 2B tokens; `tokenize`: a large text through a BPE tokenizer.json;
 - `machine`: the machine and library versions a run names; `paths`: repo-relative paths for anything shown;
-- `tables`: the figures as markdown tables; `page`: docs/benchmarks.md; `cli`: the command;
+- `markdown`: the one table renderer of both pages; `tables`: a run's figures as tables; `page`:
+  docs/benchmarks.md; `cli`: the command;
 - `device_check`: scripts/device_check.py, the parts of `device_parts`, `device_speed` and `device_resume` run on a
   lent GPU or TPU (or the CPU), each in its own time-boxed process; `device_page`: its report and the GPU section.
 
-The torch contenders beside the lecture's own code live in `torch_ref.baselines`.
+The torch contenders beside the lecture's own code live in `torch_ref.baselines`. Torch (and torch_ref) is
+imported inside the functions that run a torch row, never at a module's top.
 """

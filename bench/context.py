@@ -3,22 +3,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 
-import torch_ref.model as ref
 from bigram_jax.compile import programs
-from torch_ref.baselines import synced
 from bigram_jax.config import Config
-from bigram_jax.sampling import generate
 from bigram_jax.model import table_of
+from bigram_jax.sampling import generate
 from bigram_jax.train import init_state, train_steps
 
 from .timing import Fn, curve, median_per_unit
+
+if TYPE_CHECKING:  # torch is imported where a torch row runs: a run without one never loads it
+    import torch
+
+    import torch_ref.model as ref
 
 LOSSES, SAMPLERS = ("counts", "gather"), ("cdf", "categorical")
 
@@ -102,6 +104,10 @@ class Ctx:
 
     def torch_model(self) -> ref.BigramLanguageModel:
         """torch_ref's model holding params()'s table."""
+        import torch
+
+        import torch_ref.model as ref
+
         model = ref.BigramLanguageModel(self.V)
         with torch.no_grad():
             model.token_embedding_table.weight.copy_(torch.from_numpy(self.table()))
@@ -109,6 +115,8 @@ class Ctx:
 
     def torch_data(self, split: str = "train", on_device: bool = False) -> torch.Tensor:
         """A split as the lecture's int64 tensor: in host memory, as the lecture keeps it, or on torch_device."""
+        import torch
+
         data = torch.from_numpy(np.asarray(getattr(self.corpus, split)).astype(np.int64))
         return data.to(self.torch_device) if on_device else data
 
@@ -120,6 +128,10 @@ class Ctx:
     def lecture_curve(self, B: int, start: int, stop: int) -> list[list[float]]:
         """curve() of the lecture's generate for B sequences (memoized per B)."""
         if ("curve", B) not in self.memo:
+            import torch
+
+            from torch_ref.baselines import synced
+
             model, idx = self.torch_model(), torch.zeros((B, 1), dtype=torch.long, device=self.torch_device)
             self.memo["curve", B] = curve(synced(lambda n: model.generate(idx, n), self.torch_device), start, stop,
                                           self.sizes.gen_cap_s, min(self.repeats, 3))

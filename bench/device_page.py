@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import datetime
 
-from .tables import eval_tables, generate_tables, md, secs, si, train_tables
+from .markdown import titled_table
+from .tables import eval_tables, generate_tables, secs, si, train_tables
 
 BEGIN, END = "<!-- device_check: begin -->", "<!-- device_check: end -->"
 NOT_MEASURED = ["## GPU and TPU", "", "Not yet measured on a GPU or TPU: `python scripts/device_check.py --out DIR "
@@ -21,7 +22,7 @@ def on_accelerator(doc: dict) -> bool:
 def machine_line(doc: dict) -> str:
     """The machine in one line: devices, JAX's memory, host, versions."""
     m = doc["machine"]
-    if not m:
+    if "versions" not in m:  # a failed part's figures hold its part_seconds alone
         return "the machine part failed: see its error below"
     v, mem, host = m["versions"], m.get("memory", {}), m["machine"]
     pool = f"; JAX's pool {mem['bytes_limit']:.1f} GiB" if "bytes_limit" in mem else ""
@@ -41,7 +42,13 @@ def summary(doc: dict) -> list[str]:
     rows = [[name, p["status"], f"{p['seconds']:.0f} / {p['box_s']:.0f} s" if p["seconds"] else "-",
              _check_text(p["checks"]) or "-", (p["error"] or "").replace("|", "/").splitlines()[0][:200]
              if p["error"] else ""] for name, p in doc["parts"].items()]
-    return md("Parts", ["part", "status", "seconds / box", "checks", "error"], rows)
+    return titled_table("Parts", ["part", "status", "seconds / box", "checks", "error"], rows)
+
+
+STEPS_TITLE = ("One-device steps, gather loss: time, peak memory (GiB, memory_stats) against memory.py's plan, "
+               "bandwidth (GB/s: the bytes a step must move, over its time) against this device's copy bandwidth")
+STEPS_HEADER = ["V", "B x T", "step", "tokens/s", "peak / plan", "peak, a save in flight",
+                "peak after a 200-token sample", "step GB/s", "copy GB/s", "of copy", "compile + init"]
 
 
 def _steps(*figures: dict) -> list[str]:
@@ -52,10 +59,7 @@ def _steps(*figures: dict) -> list[str]:
              gib(f["peak_after_sample_gib"]), f"{f['bandwidth_GBps']:.4g}", f"{f['copy_GBps']:.4g}",
              f"{f['fraction_of_copy']:.0%}", f"{f['compile_s']:.3g} s"]
             for f in figures if "step_ms" in f]
-    return md("One-device steps, gather loss: time, peak memory (GiB, memory_stats) against memory.py's plan, "
-              "bandwidth (GB/s: the bytes a step must move, over its time) against this device's copy bandwidth",
-              ["V", "B x T", "step", "tokens/s", "peak / plan", "peak, a save in flight", "peak after a 200-token "
-               "sample", "step GB/s", "copy GB/s", "of copy", "compile + init"], rows) if rows else []
+    return titled_table(STEPS_TITLE, STEPS_HEADER, rows) if rows else []
 
 
 def _job(f: dict) -> list[str]:
@@ -63,36 +67,37 @@ def _job(f: dict) -> list[str]:
     rows = [[k, secs(f[k]["wall_s"]), f[k]["xla_compiles"], ", ".join(f[k]["lowered"]) or "none",
              *(secs(f[k]["account_s"][a]) if f[k]["account_s"].get(a) is not None else "-" for a in keys)]
             for k in ("cold", "warm")]
-    return md(f"The lecture's job ({f['steps']} steps): wall, what JAX compiled and lowered, the job's own account "
-              f"of its time; {f['kept_programs']} programs kept",
-              ["run", "wall", "XLA compiles", "lowered", *keys], rows)
+    title = (f"The lecture's job ({f['steps']} steps): wall, what JAX compiled and lowered, the job's own account of "
+             f"its time; {f['kept_programs']} programs kept")
+    return titled_table(title, ["run", "wall", "XLA compiles", "lowered", *keys], rows)
 
 
 def _resume(f: dict) -> list[str]:
     b, c = f["bit_exact"], f["cpu_fixture"]
     logged = next(v for k, v in c.items() if k.startswith("logged_at_step"))
-    return md("Resume", ["what", "result"], [
-        [f"{b['steps']} steps in one go against {b['steps'] // 2} + resume", f"losses equal {b['rows_equal']}, "
-         f"state checksums equal {b['checksums_equal']}, table equal {b['table_equal']}"],
-        ["CPU checkpoint (f6817d1, step 20) restored here", f"checksums verified; exact losses differ from the "
-         f"CPU's by {c['exact_loss_diff']:.2g}"],
-        [f"its resume, logged at step {logged['device']['step']}: here / CPU backend",
-         f"train {logged['device']['train_loss']:.7f} / {logged['cpu']['train_loss']:.7f}, val "
-         f"{logged['device']['val_loss']:.7f} / {logged['cpu']['val_loss']:.7f} (max diff "
-         f"{c['max_abs_diff_vs_cpu']:.2g})"]])
+    here, cpu = logged["device"], logged["cpu"]
+    rows = [[f"{b['steps']} steps in one go against {b['steps'] // 2} + resume",
+             (f"losses equal {b['rows_equal']}, state checksums equal {b['checksums_equal']}, table equal "
+              f"{b['table_equal']}")],
+            ["CPU checkpoint (f6817d1, step 20) restored here",
+             f"checksums verified; exact losses differ from the CPU's by {c['exact_loss_diff']:.2g}"],
+            [f"its resume, logged at step {here['step']}: here / CPU backend",
+             (f"train {here['train_loss']:.7f} / {cpu['train_loss']:.7f}, val {here['val_loss']:.7f} / "
+              f"{cpu['val_loss']:.7f} (max diff {c['max_abs_diff_vs_cpu']:.2g})")]]
+    return titled_table("Resume", ["what", "result"], rows)
 
 
 def _tests(f: dict) -> list[str]:
     failed = ", ".join(f["failed"]) or "none"
-    return md(f"Tests on {f['platform']}" + (", stopped at the part's time box" if f["timed_out"] else ""),
-              ["files", "passed", "skipped", "failed"],
-              [[", ".join(x.split("/")[-1] for x in f["files"]), f["passed"], f["skipped"], failed]])
+    title = f"Tests on {f['platform']}" + (", stopped at the part's time box" if f["timed_out"] else "")
+    rows = [[", ".join(x.split("/")[-1] for x in f["files"]), f["passed"], f["skipped"], failed]]
+    return titled_table(title, ["files", "passed", "skipped", "failed"], rows)
 
 
 def _auto(f: dict) -> list[str]:
     rows = [[k, v.get("refused") or f"model_parallel {v['model_parallel']}, data on {v['data_on']}, loss "
              f"{v['loss']}, {v['planned_gib_per_device']:.1f} GiB planned per device"] for k, v in f["auto"].items()]
-    return md("What `auto` picks on this machine", ["job", "choice"], rows)
+    return titled_table("What `auto` picks on this machine", ["job", "choice"], rows)
 
 
 def body(doc: dict) -> list[str]:

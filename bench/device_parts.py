@@ -109,7 +109,6 @@ def _auto_choices() -> dict:
     from bigram_jax.devices import parallel
     from bigram_jax.config import Config
     from bigram_jax.errors import UserError
-    from bigram_jax.loss import resolve_loss
     from bigram_jax.train import DRAW_STEPS
 
     out = {}
@@ -123,8 +122,7 @@ def _auto_choices() -> dict:
         mesh = SimpleNamespace(shape={"data": len(jax.devices()) // mp, "model": mp})
         home, plan = memory.plan(cfg, tokens, V, mesh, DRAW_STEPS)
         out[name] = {"vocab_size": V, "tokens": tokens, "model_parallel": mp, "data_on": home,
-                     "loss": resolve_loss(cfg.loss, V, cfg.batch_size, cfg.block_size),
-                     "planned_gib_per_device": sum(plan.values()) / 2**30}
+                     "loss": cfg.for_vocab(V).loss, "planned_gib_per_device": sum(plan.values()) / 2**30}
     return out
 
 
@@ -196,8 +194,9 @@ def main(argv: list[str]) -> int:
     module, fn = PARTS[name][:2]
     t = time.perf_counter()
     try:
-        if name in JAX_FIRST:  # JAX checks the CUDA libraries it loads and refuses older ones, torch does not:
-            import jax  # JAX's backend starts before torch is imported, its libraries load first
+        # JAX refuses CUDA libraries older than it needs; torch does not. So JAX's load first, before torch's.
+        if name in JAX_FIRST:
+            import jax
 
             jax.devices()
         part = getattr(importlib.import_module(f"bench.{module}"), fn)

@@ -12,7 +12,7 @@ from pathlib import Path
 from .context import QUICK, Ctx, Sizes
 
 GIB = 2**30
-FULL = Sizes(train=((32, 8), (512, 256)), gen_cap_s=2.0)  # the bench's rows; the lecture's generate capped sooner
+FULL = Sizes(train=((32, 8), (512, 256)), gen_cap_s=2.0)  # the bench's rows; half its cap on the lecture's generate
 WIDE = {False: (4096, 2_000_000, (64, 256)), True: (512, 200_000, (64, 32))}  # a token-id row: V, tokens, (B, T)
 STEPS = {False: (64, 256, 1 << 20, 1 << 28), True: (8, 32, 1 << 16, 1 << 22)}  # B, T, corpus tokens, copy floats
 

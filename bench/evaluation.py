@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import torch_ref.model as ref
 from bigram_jax import evaluate
 from bigram_jax.counts import dense_counts
 from bigram_jax.model import BigramLanguageModel
@@ -27,6 +26,8 @@ def float64_loss(table: np.ndarray, counts: np.ndarray) -> float:
 
 def estimators(c: Ctx, model: BigramLanguageModel, params: dict) -> tuple[dict, dict]:
     """({name: fn(n)}, {name: [per-split losses]}): the jax and the lecture's estimates, recording every value."""
+    import torch_ref.model as ref
+
     tmodel, tsplits = c.torch_model(), {s: c.torch_data(s) for s in SPLITS}
     jdata, key = {s: jnp.asarray(getattr(c.corpus, s)) for s in SPLITS}, jax.random.key(1)
     values: dict[str, list[dict]] = {"jax_estimate": [], "torch_lecture": []}

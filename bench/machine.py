@@ -7,7 +7,6 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
-import torch
 
 LIBS = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch")
 
@@ -38,6 +37,8 @@ def versions() -> dict:
 
 def describe() -> dict:
     """Everything a figure depends on besides the code: host, versions, JAX backend and devices, torch threads."""
+    import torch
+
     devices = jax.devices()
     return {"machine": host(), "backend": jax.default_backend(), "devices": [str(d) for d in devices],
             "device_kind": devices[0].device_kind, "device_count": len(devices), "versions": versions(),

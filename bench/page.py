@@ -5,8 +5,9 @@ import datetime
 from pathlib import Path
 
 from .device_page import kept_section, splice
+from .markdown import titled_table
 from .paths import scrub, shown
-from .tables import md, tables
+from .tables import tables
 
 
 def machine_table(doc: dict) -> list[str]:
@@ -24,7 +25,7 @@ def machine_table(doc: dict) -> list[str]:
             ["torch", f"{v['torch']}, {doc['torch_threads']['intra_op']} intra-op threads"],
             ["JAX backend", f"{doc['backend']}: {doc['device_count']} device(s) of kind `{doc['device_kind']}`"],
             ["GPU / TPU", accel]]
-    return md("Machine", ["what", "this run"], rows, level=2)
+    return titled_table("Machine", ["what", "this run"], rows, level=2)
 
 
 def method(doc: dict, json_name: str) -> list[str]:

@@ -7,11 +7,6 @@ import subprocess
 import sys
 from typing import Any
 
-import torch
-
-import torch_ref.model as ref
-from torch_ref.baselines import generate_last, get_batch_fast, synced, torch_trainer
-
 from .context import LOSSES, SAMPLERS, Ctx
 from .paths import ROOT
 from .timing import at, exponent, timed
@@ -42,6 +37,9 @@ def sec_compile(c: Ctx) -> dict:
 
 def sec_train(c: Ctx) -> dict:
     """Training tokens/s: bigram_jax (each loss) against the lecture's torch loop and a tuned one."""
+    import torch_ref.model as ref
+    from torch_ref.baselines import get_batch_fast, torch_trainer
+
     out, dev = {}, c.torch_device
     host, on_device = c.torch_data(), c.torch_data(on_device=True)  # read only: one copy serves every row
     for B, T in c.sizes.train:
@@ -56,6 +54,8 @@ def sec_train(c: Ctx) -> dict:
 
 def sec_scale(c: Ctx) -> dict:
     """How cost grows: training tokens/s from 256 to ~1M tokens a step; generate seconds from 1k to 100k tokens."""
+    from torch_ref.baselines import get_batch_fast, torch_trainer
+
     train, on_device = {}, c.torch_data(on_device=True)  # read only: one copy serves every row
     for B, T in c.sizes.scale:
         fns = {f"jax_{loss}": c.trainer(B, T, loss)[0] for loss in LOSSES}
@@ -71,6 +71,10 @@ def sec_scale(c: Ctx) -> dict:
 
 def sec_generate(c: Ctx) -> dict:
     """One long and many short sequences: bigram_jax (both samplers) against the lecture's and a last-token loop."""
+    import torch
+
+    from torch_ref.baselines import generate_last, synced
+
     out = {}
     for B, N in ((1, c.sizes.gen_one), c.sizes.gen_many):
         model, idx = c.torch_model(), torch.zeros((B, 1), dtype=torch.long, device=c.torch_device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .context import SAMPLERS
+from .markdown import titled_table
 
 
 def si(x: float) -> str:
@@ -22,12 +23,6 @@ def times(a: float, b: float) -> str:
     return f"{a / b:.3g}x"
 
 
-def md(title: str, headers: list[str], rows: list[list], level: int = 3) -> list[str]:
-    """A markdown table under a heading of `level`, as lines."""
-    return ["", f"{'#' * level} {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
-
-
 def train_tables(doc: dict) -> list[str]:
     """Training tokens/s (and us per step) of every contender at each (B, T)."""
     names = ("jax_counts", "jax_gather", "torch_lecture", "torch_tuned", "torch_tuned_1thread")
@@ -35,8 +30,9 @@ def train_tables(doc: dict) -> list[str]:
              times(v["jax_counts"]["tokens_per_s"], v["torch_lecture"]["tokens_per_s"]),
              times(v["jax_counts"]["tokens_per_s"], v["torch_tuned"]["tokens_per_s"])]
             for k, v in doc["results"]["train"].items()]
-    return md("Training: tokens/s (us per step)", ["B x T", "jax counts", "jax gather", "torch lecture",
-              "torch tuned", "torch tuned, 1 thread", "counts / lecture", "counts / tuned"], rows)
+    header = ["B x T", "jax counts", "jax gather", "torch lecture", "torch tuned", "torch tuned, 1 thread",
+              "counts / lecture", "counts / tuned"]
+    return titled_table("Training: tokens/s (us per step)", header, rows)
 
 
 def scale_tables(doc: dict) -> list[str]:
@@ -44,15 +40,15 @@ def scale_tables(doc: dict) -> list[str]:
     s = doc["results"]["scale"]
     rows = [[f"{k} ({v['B']}x{v['T']})", si(v["jax_counts"]), si(v["jax_gather"]), si(v["torch_tuned"]),
              times(v["jax_counts"], v["torch_tuned"])] for k, v in s["train_tokens_per_s"].items()]
-    out = md("How training cost grows: tokens/s", ["tokens/step (B x T)", "jax counts", "jax gather",
-             "torch tuned", "counts / tuned"], rows)
+    out = titled_table("How training cost grows: tokens/s", ["tokens/step (B x T)", "jax counts", "jax gather",
+                       "torch tuned", "counts / tuned"], rows)
     lec, ours = dict(s["lecture_generate_s"]), s["generate_s"]
     rows = [[n, *(secs(ours[str(n)][f"jax_{k}"]) if str(n) in ours else "-" for k in SAMPLERS),
              secs(lec[n]) if n in lec else "not run"] for n in sorted({int(n) for n in ours} | set(lec))]
-    return out + md(f"How generation cost grows: seconds for one sequence (t ~ n^p: jax cdf p = "
-                    f"{s['ours_exponent']:.2f}, lecture p = {s['lecture_exponent']:.2f}; the lecture's was stopped "
-                    f"after {s['lecture_stopped_at']} tokens)", ["new tokens", "jax cdf", "jax categorical",
-                    "torch lecture"], rows)
+    title = (f"How generation cost grows: seconds for one sequence (t ~ n^p: jax cdf p = {s['ours_exponent']:.2f}, "
+             f"lecture p = {s['lecture_exponent']:.2f}; the lecture's was stopped after {s['lecture_stopped_at']} "
+             "tokens)")
+    return out + titled_table(title, ["new tokens", "jax cdf", "jax categorical", "torch lecture"], rows)
 
 
 def generate_tables(doc: dict) -> list[str]:
@@ -64,8 +60,9 @@ def generate_tables(doc: dict) -> list[str]:
                      secs(t["torch_lecture"]) + (" (extrapolated)" if v["lecture_extrapolated"] else ""),
                      secs(t["torch_last_token"]), times(t["torch_lecture"], t["jax_cdf"]),
                      times(t["torch_lecture"], t["jax_categorical"]), times(t["torch_last_token"], t["jax_cdf"])])
-    return md("Generation: seconds", ["B x N", "jax cdf", "jax categorical", "torch lecture", "torch last-token",
-              "lecture / cdf", "lecture / categorical", "last-token / cdf"], rows)
+    header = ["B x N", "jax cdf", "jax categorical", "torch lecture", "torch last-token", "lecture / cdf",
+              "lecture / categorical", "last-token / cdf"]
+    return titled_table("Generation: seconds", header, rows)
 
 
 def eval_tables(doc: dict) -> list[str]:
@@ -73,42 +70,46 @@ def eval_tables(doc: dict) -> list[str]:
     e, t = doc["results"]["eval"], doc["results"]["eval"]["seconds"]
     err = lambda k: "/".join(f"{e['estimate_abs_error_median'][k][p]:.2g}" for p in ("train", "val"))  # noqa: E731
     rounding = "/".join(f"{v:.1g}" for v in e["exact_vs_float64"].values())
-    return md("Evaluation of both splits", ["method", "time", "abs. error vs exact (train/val, median)"], [
-        ["jax exact, from counts", secs(t["jax_exact"]), f"none (float32 rounding {rounding})"],
-        ["counting both splits, once a run", secs(t["count_splits"]), "-"],
-        [f"jax {doc['sizes']['eval_iters']}-batch estimate", secs(t["jax_estimate"]), err("jax_estimate")],
-        ["torch lecture estimate_loss", secs(t["torch_lecture"]), err("torch_lecture")],
-        ["lecture / exact", times(t["torch_lecture"], t["jax_exact"]), ""]])
+    rows = [["jax exact, from counts", secs(t["jax_exact"]), f"none (float32 rounding {rounding})"],
+            ["counting both splits, once a run", secs(t["count_splits"]), "-"],
+            [f"jax {doc['sizes']['eval_iters']}-batch estimate", secs(t["jax_estimate"]), err("jax_estimate")],
+            ["torch lecture estimate_loss", secs(t["torch_lecture"]), err("torch_lecture")],
+            ["lecture / exact", times(t["torch_lecture"], t["jax_exact"]), ""]]
+    return titled_table("Evaluation of both splits", ["method", "time", "abs. error vs exact (train/val, median)"],
+                        rows)
 
 
 def job_tables(doc: dict) -> list[str]:
     """Wall time and peak RSS of the two whole jobs."""
     j = doc["results"]["job"]
-    return md(f"Whole job ({j['steps']} steps, eval every {j['eval_interval']}, {j['sample_tokens']} sampled "
-              f"tokens): medians of {len(j['runs']['jax'])} alternated runs", ["process", "wall", "peak RSS"],
-              [*([f"`{j['commands'][k]}`", secs(j[k]["wall_s"]), f"{j[k]['peak_rss_mib']:.0f} MiB"]
-                 for k in ("jax", "torch")),
-               ["jax / torch", times(j["jax"]["wall_s"], j["torch"]["wall_s"]),
-                times(j["jax"]["peak_rss_mib"], j["torch"]["peak_rss_mib"])]])
+    rows = [[f"`{j['commands'][k]}`", secs(j[k]["wall_s"]), f"{j[k]['peak_rss_mib']:.0f} MiB"]
+            for k in ("jax", "torch")]
+    rows.append(["jax / torch", times(j["jax"]["wall_s"], j["torch"]["wall_s"]),
+                 times(j["jax"]["peak_rss_mib"], j["torch"]["peak_rss_mib"])])
+    title = (f"Whole job ({j['steps']} steps, eval every {j['eval_interval']}, {j['sample_tokens']} sampled tokens): "
+             f"medians of {len(j['runs']['jax'])} alternated runs")
+    return titled_table(title, ["process", "wall", "peak RSS"], rows)
 
 
 def compile_tables(doc: dict) -> list[str]:
     """Compile and import seconds."""
     c = doc["results"]["compile"]
-    return md("Compile and import: seconds", ["what", "seconds"], [[k, f"{v:.3g}"] for k, v in c.items()
-              if k != "import_s"] + [[f"import {k}", f"{v:.3g}"] for k, v in c["import_s"].items()])
+    rows = [[k, f"{v:.3g}"] for k, v in c.items() if k != "import_s"]
+    rows += [[f"import {k}", f"{v:.3g}"] for k, v in c["import_s"].items()]
+    return titled_table("Compile and import: seconds", ["what", "seconds"], rows)
 
 
 def limits_tables(doc: dict) -> list[str]:
     """This machine's peak rates, and the counts step against the bounds they set."""
     r = doc["results"]["limits"]
-    out = md("This machine's measured peak rates", ["rate", "value"], [[k, f"{v:.3g}"] for k, v in r["rates"].items()])
+    out = titled_table("This machine's measured peak rates", ["rate", "value"],
+                       [[k, f"{v:.3g}"] for k, v in r["rates"].items()])
     cols = ("memory_bound_us", "compute_bound_us", "practical_floor_us", "measured_us")
-    return out + md("The counts step against those limits", ["B x T", "bytes", "flops", "memory bound",
-                    "compute bound", "practical floor", "measured", "bound / measured", "floor / measured"],
-                    [[k, si(v["bytes"]), si(v["flops"]), *(f"{v[f]:.3g} us" for f in cols),
-                      f"{v['fraction_of_bound']:.0%}", f"{v['fraction_of_floor']:.0%}"]
-                     for k, v in r["counts_step"].items()])
+    rows = [[k, si(v["bytes"]), si(v["flops"]), *(f"{v[f]:.3g} us" for f in cols),
+             f"{v['fraction_of_bound']:.0%}", f"{v['fraction_of_floor']:.0%}"] for k, v in r["counts_step"].items()]
+    header = ["B x T", "bytes", "flops", "memory bound", "compute bound", "practical floor", "measured",
+              "bound / measured", "floor / measured"]
+    return out + titled_table("The counts step against those limits", header, rows)
 
 
 def corpus_tables(doc: dict) -> list[str]:
@@ -118,30 +119,33 @@ def corpus_tables(doc: dict) -> list[str]:
              f"{x['first']['peak_rss_mib']:.0f} / {x['second']['peak_rss_mib']:.0f} MiB",
              f"{x['first']['corpus_s']:.2f} s / {x['second']['corpus_s']:.2f} s",
              f"{x['first']['wall_s']:.1f} s / {x['second']['wall_s']:.1f} s"] for n, x in r["runs"].items()]
+    title = (f"Corpus size: whole runs, V = {r['vocab_size']}, B = {r['batch_size']}, T = {r['block_size']}, "
+             f"{r['steps']} steps (first run / second run, cache warm)")
+    header = ["tokens", "train tokens/s", "speed vs smallest", "peak RSS", "set-up (identity, counts)", "wall"]
     g = r["gpt2_vocab"]
-    return md(f"Corpus size: whole runs, V = {r['vocab_size']}, B = {r['batch_size']}, T = {r['block_size']}, "
-              f"{r['steps']} steps (first run / second run, cache warm)", ["tokens", "train tokens/s",
-              "speed vs smallest", "peak RSS", "set-up (identity, counts)", "wall"], rows) + [
+    return titled_table(title, header, rows) + [
         "", f"GPT-2-sized vocabulary: {g['tokens']:,} tokens with ids up to {g['vocab_size'] - 1:,}, loaded and "
             f"counted (sparse) in {g['wall_s']:.1f} s of process wall time, peak RSS {g['peak_rss_mib']:.0f} MiB."]
+
+
+STARTUP = {"job_warm": "the lecture's job (`python scripts/train.py`), compile cache warm",
+           "job_cold_cache": "the same, compile cache empty (first run after install)",
+           "help": "`train.py --help`", "bad_flag": "`train.py --bogus` (a flag error)",
+           "sample_200": "`sample.py --checkpoint RUN --num-tokens 200`", "torch_job": "the lecture's torch job"}
+BREAKDOWN = ("Where the lecture's job spends its time (its own account; before_job = interpreter start and imports, "
+             "data = reading and tokenizing the corpus, counts = counting its transitions, job = everything from "
+             "loading the corpus to the summary, exit = last line to process end)")
 
 
 def startup_tables(doc: dict) -> list[str]:
     """What a user waits for, against the import floor; and where one whole job's time goes."""
     r = doc["results"]["startup"]
-    names = {"job_warm": "the lecture's job (`python scripts/train.py`), compile cache warm",
-             "job_cold_cache": "the same, compile cache empty (first run after install)",
-             "help": "`train.py --help`", "bad_flag": "`train.py --bogus` (a flag error)",
-             "sample_200": "`sample.py --checkpoint RUN --num-tokens 200`", "torch_job": "the lecture's torch job"}
-    rows = [[names[k], secs(v), f"{r['ratio_to_floor'][k]:.2f}x"] for k, v in r["seconds"].items()]
+    rows = [[STARTUP[k], secs(v), f"{r['ratio_to_floor'][k]:.2f}x"] for k, v in r["seconds"].items()]
     rows.append(["jax job / torch job", "", f"{r['job_vs_torch']:.2f}x"])
     parts = [[k, secs(v)] for k, v in r["job_breakdown_s"].items()]
-    return md(f"Start-up: wall seconds, and ratios to `import jax, flax, optax` ({secs(r['floor_s'])})",
-              ["what", "wall", "/ import floor"], rows) + md(
-        "Where the lecture's job spends its time (its own account; before_job = interpreter start and imports, "
-        "data = reading and tokenizing the corpus, counts = counting its transitions, job = everything from loading "
-        "the corpus to the summary, exit = last line to process end)",
-        ["part", "seconds"], parts)
+    title = f"Start-up: wall seconds, and ratios to `import jax, flax, optax` ({secs(r['floor_s'])})"
+    return (titled_table(title, ["what", "wall", "/ import floor"], rows)
+            + titled_table(BREAKDOWN, ["part", "seconds"], parts))
 
 
 def tokenize_tables(doc: dict) -> list[str]:
@@ -153,11 +157,11 @@ def tokenize_tables(doc: dict) -> list[str]:
             for (k, x), what in zip(r["library"].items(), ("lines", "bigram-jax's items"))]
     rows += [["bigram-jax, first run: read, hash, cut, encode, write the cache", f"{r['ours_mb_per_s']:.2f}",
              secs(first["encode_s"]), f"{first['peak_rss_mib']:.0f} MiB", f"{first['tokens']:,}"],
-            ["bigram-jax, second run: the corpus's set-up (cache warm)", "", secs(second["load_s"]),
+             ["bigram-jax, second run: the corpus's set-up (cache warm)", "", secs(second["load_s"]),
              f"{second['peak_rss_mib']:.0f} MiB", f"{second['tokens']:,}"]]
-    return md(f"Tokenizer: {r['text_mb']:.0f} MB of text, byte-level BPE of {r['bpe_vocab']} tokens, {r['cores']} "
-              f"cores (ours / the library at its fastest: {r['ours_vs_library']:.2f}x the throughput)",
-              ["what", "MB/s", "seconds", "peak RSS", "tokens"], rows)
+    title = (f"Tokenizer: {r['text_mb']:.0f} MB of text, byte-level BPE of {r['bpe_vocab']} tokens, {r['cores']} "
+             f"cores (ours / the library at its fastest: {r['ours_vs_library']:.2f}x the throughput)")
+    return titled_table(title, ["what", "MB/s", "seconds", "peak RSS", "tokens"], rows)
 
 
 # In the order the page shows them: throughput first, then what explains it

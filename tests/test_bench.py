@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT, run_script
 
@@ -108,3 +113,25 @@ def test_bad_flag_is_one_line():
     r = run_script("bench.py", "--only", "nope", timeout=60)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("bench.py: error: --only")
+
+
+def test_markdown_table_is_the_one_renderer():
+    """Header, rule, a line a row, cells through str(); alignment by a letter a column; titled adds a heading."""
+    from bench.markdown import markdown_table, titled_table
+
+    assert markdown_table(["a", "b"], [[1, ""], ["x", 2.5]]) == ["| a | b |", "|---|---|", "| 1 |  |", "| x | 2.5 |"]
+    assert markdown_table(["a", "b", "c", "d"], [], align="lrc-")[1] == "|:--|--:|:-:|---|"
+    assert titled_table("T", ["a"], [["1"]], level=2) == ["", "## T", "", "| a |", "|---|", "| 1 |"]
+    for bad in ("l", "lx"):
+        with pytest.raises(ValueError):
+            markdown_table(["a", "b"], [], align=bad)
+
+
+def test_the_bench_imports_torch_only_where_a_torch_row_runs():
+    """Every bench module imports without torch: torch (and torch_ref) load inside the functions that use them."""
+    code = ("import pkgutil, importlib, sys, bench\n"
+            "for m in pkgutil.iter_modules(bench.__path__): importlib.import_module('bench.' + m.name)\n"
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'torch_ref')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])

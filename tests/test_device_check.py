@@ -111,3 +111,14 @@ def test_the_gpu_section_outlives_the_bench_rewriting_its_page():
     committed = kept_section((ROOT / "docs" / "benchmarks.md").read_text())  # says nothing was measured, or where
     assert ("Not yet measured on a GPU or TPU" in committed
             or "Measured by `python scripts/device_check.py`" in committed)
+
+
+def test_a_failed_machine_part_still_gets_its_report():
+    """A failed part's figures hold its part_seconds alone: the report names the failure instead of crashing."""
+    from bench.device_page import report
+
+    machine = {"status": "failed", "seconds": 3.0, "box_s": 40.0, "error": "ImportError: x", "checks": {},
+               "figures": {"part_seconds": 3.0}, "log_tail": ""}
+    text = report({"quick": True, "budget_s": 170.0, "wall_s": 3.0, "machine": machine["figures"],
+                   "parts": {"machine": machine}})
+    assert "the machine part failed: see its error below" in text and "| machine | failed |" in text
