@@ -17,6 +17,7 @@ user's cache folder. Runs of several processes compile as before (each must buil
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -111,8 +112,32 @@ def run_sample(fn: Any, table: Any, key: Any, last: Any, temperature: Any, *, ou
 
 
 def compile_options(profile: str | None) -> dict | None:
-    """XLA's options for a program of this profile on this platform (None: XLA's defaults)."""
+    """XLA's options asked for by a program of this profile on this platform (None: XLA's defaults). The program's
+    key holds these and jaxlib's version: which of them that jaxlib knows follows from the two (`known_options`)."""
     return CPU_PROFILES[profile] if profile is not None and jax.default_backend() == "cpu" else None
+
+
+def known_options(options: dict | None) -> dict | None:
+    """The options that the jaxlib in use knows, each asked once per process (a release can drop one: jaxlib 0.12
+    no longer has xla_cpu_use_fusion_emitters). The others are left out, not the whole profile."""
+    kept = {k: v for k, v in (options or {}).items() if _knows(k, v)}
+    return kept or None
+
+
+def _probe(x: jax.Array) -> jax.Array:
+    return x + 1
+
+
+@functools.cache
+def _knows(option: str, value: Any) -> bool:
+    """Whether XLA takes `option`: a trivial program compiled with it (an unknown one is refused before compiling)."""
+    try:
+        jax.jit(_probe).lower(np.float32(0)).compile({option: value})
+    except jax.errors.JaxRuntimeError as e:
+        if "No such compile option" not in str(e):
+            raise
+        return False
+    return True
 
 
 def compile_lowered(lowered: Any, profile: str | None) -> Any:
@@ -121,23 +146,17 @@ def compile_lowered(lowered: Any, profile: str | None) -> Any:
 
 
 def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
-    """(lowered.compile(options), whether XLA compiled it here and now: JAX hands back an executable it already
-    holds in memory without compiling, and that one may have come from its persistent cache, see
-    _without_xla_cache). A jaxlib that no longer knows an option compiles with XLA's defaults instead."""
+    """(lowered.compile with the known `options`, whether XLA compiled it here and now: JAX hands back an executable
+    it already holds in memory without compiling, and that one may have come from its persistent cache, see
+    _without_xla_cache)."""
     target = getattr(getattr(lowered, "_lowering", None), "_name", None)  # 'jit(fn)': JAX's name for the compile
-    for attempt in ([options, None] if options is not None else [None]):
-        names, hits_before = _seen()
-        n = len(names)
-        try:
-            with _watching():
-                program = lowered.compile(attempt)
-        except jax.errors.JaxRuntimeError as e:
-            if attempt is None or "No such compile option" not in str(e):
-                raise
-            continue
-        names, hits = _seen()
-        return program, target is not None and names[n:].count(target) == 1 and hits == hits_before
-    raise AssertionError("unreachable: the last attempt either returns or raises")
+    options = known_options(options)
+    names, hits_before = _seen()
+    n = len(names)
+    with _watching():
+        program = lowered.compile(options)
+    names, hits = _seen()
+    return program, target is not None and names[n:].count(target) == 1 and hits == hits_before
 
 
 Entry = tuple[Path, dict]  # where a program's entry lives, and the key it must carry (cache.py)
