@@ -41,7 +41,7 @@ PARTS = {
 }
 # the test files that run programs on the device (--quick: one small one)
 TEST_FILES = ("tests/test_model.py", "tests/test_train.py", "tests/test_evaluate.py", "tests/test_sampling.py",
-              "tests/test_programs.py", "tests/test_lowering.py", "tests/test_checkpoint.py")
+              "tests/test_lecture.py", "tests/compile/test_programs.py", "tests/checkpoint/test_manager.py")
 QUICK_TEST_FILES = ("tests/test_evaluate.py",)
 # parts that use the device in their own process alone (the others start processes that need it first)
 JAX_FIRST = {"machine", "train", "generate", "eval", "steps_8k", "steps_50k"}

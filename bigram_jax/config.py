@@ -90,7 +90,7 @@ def resolve_loss(name: str, vocab_size: int, batch_size: int, block_size: int) -
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # where files are, where the tokens live, when to evaluate, save and sample: read by the job, never inside a
-# compiled program, so a saved program serves runs that differ only in these (tests/test_programs.py checks)
+# compiled program, so a saved program serves runs that differ only in these (tests/compile/test_program_key.py checks)
 RUN_ONLY = frozenset({"data", "val_data", "train_frac", "tokenizer", "data_on", "eval_interval", "chunk_seconds",
                       "sample_tokens", "temperature", "top_k", "out_dir", "checkpoint_every", "keep_checkpoints"})
 _HINTS = typing.get_type_hints(Config)

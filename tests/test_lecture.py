@@ -59,6 +59,7 @@ def test_python_m_lecture_prints_the_lectures_lines(shakespeare_path):
     assert len(sample) == 502 and set(sample) <= set(shakespeare_path.read_text())
 
 
+@pytest.mark.e2e
 def test_importing_the_lecture_loads_no_machinery():
     """The front door imports the core alone: no compiled-program cache, run folder, checkpoints or commands."""
     code = ("import sys, bigram_jax.lecture; print(sorted(m for m in sys.modules if m.startswith(("

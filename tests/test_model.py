@@ -1,13 +1,10 @@
-"""The Flax module: the lecture's (logits, loss) contract, init, and the two equal losses."""
+"""The Flax module: the lecture's (logits, loss) contract and its torch-like init."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from bigram_jax.counts import batch_counts
-from bigram_jax.loss import make_loss
 from bigram_jax.model import BigramLanguageModel, table_of
 
 
@@ -45,29 +42,3 @@ def test_initial_loss_is_near_uniform_bound():
     idx = jax.random.randint(jax.random.key(4), (64, 64), 0, 65)
     tgt = jax.random.randint(jax.random.key(5), (64, 64), 0, 65)
     assert 4.3 < float(model.apply(params, idx, tgt)[1]) < 5.1
-
-
-def test_batch_counts_brute_force():
-    x = np.random.default_rng(0).integers(0, 7, (5, 9))
-    y = np.random.default_rng(1).integers(0, 7, (5, 9))
-    expect = np.zeros((7, 7))
-    for a, b in zip(x.ravel(), y.ravel()):
-        expect[a, b] += 1
-    np.testing.assert_array_equal(batch_counts(jnp.asarray(x), jnp.asarray(y), 7), expect)
-
-
-@pytest.mark.parametrize("V,B,T", [(1, 3, 4), (2, 5, 7), (65, 32, 8), (300, 16, 64)])
-def test_counts_loss_equals_gather_loss(V, B, T):
-    seed = np.random.SeedSequence().entropy % 2**31  # fresh draws each run
-    k = jax.random.split(jax.random.key(seed), 3)
-    model = BigramLanguageModel(V)
-    params = model.init(k[0], jnp.zeros((1, 1), jnp.int32))
-    params = jax.tree.map(lambda t: t * 3.0, params)  # sharper rows than the init
-    x = jax.random.randint(k[1], (B, T), 0, V)
-    y = jax.random.randint(k[2], (B, T), 0, V)
-    la, ga = jax.value_and_grad(make_loss(model, "gather"))(params, {"x": x, "y": y})
-    lb, gb = jax.value_and_grad(make_loss(model, "counts"))(params, {"x": x, "y": y})
-    lc = make_loss(model, "counts")(params, {"counts": batch_counts(x, y, V)})  # counts handed in, as the fused loop
-    np.testing.assert_allclose(lb, la, rtol=1e-6, err_msg=f"seed {seed}")
-    np.testing.assert_array_equal(lc, lb, err_msg=f"seed {seed}")
-    np.testing.assert_allclose(table_of(gb), table_of(ga), atol=1e-6, err_msg=f"seed {seed}")

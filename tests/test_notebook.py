@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ROOT
@@ -101,6 +102,7 @@ def _output_text(nb: nbformat.NotebookNode) -> str:
     return "\n".join(text for _, _, text in _texts(nb))
 
 
+@pytest.mark.e2e
 def test_notebook_runs_top_to_bottom(tmp_path, shakespeare_path, monkeypatch):
     """Every cell runs without raising, on the CPU, writing only under a temp folder; the outputs are clean."""
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ".jupyter"))  # the kernel's connection file

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -32,6 +34,7 @@ def test_every_config_key_is_documented():
     assert all(f"--{k.replace('_', '-')}" in readme for k in FIELDS)
 
 
+@pytest.mark.e2e
 def test_the_orbax_snippet_reads_a_checkpoint_without_bigram_jax(tmp_path):
     """The README's "read with orbax alone" block, run as written in a folder holding runs/demo: it loads the
     latest step's table and metadata, and bigram_jax is never imported."""

@@ -1,4 +1,4 @@
-"""Sampling (bigram_jax.sampling.generate): shapes, determinism, top-k, temperature, and draws that follow the softmax."""
+"""Sampling (bigram_jax/sampling.py): shapes, determinism, top-k, temperature, draws, checks on input."""
 from __future__ import annotations
 
 import jax
@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigram_jax import sampling
+from bigram_jax import load_checkpoint, sampling
 from bigram_jax.errors import UserError
+from bigram_jax.model import BigramLanguageModel, params_of
 from bigram_jax.sampling import generate, sample_categorical
-from bigram_jax.model import BigramLanguageModel
+from tests.conftest import ROOT
 
 
 def _params(V: int, seed: int, scale: float = 1.0) -> dict:
@@ -121,3 +122,31 @@ def test_a_short_draw_from_a_wide_table_reads_only_its_rows(monkeypatch):
     for a, b in zip(drawn[0], drawn[V]):
         np.testing.assert_array_equal(a, b)
     assert len({tuple(x.reshape(-1)) for x in drawn[0]}) == 3  # three different draws, not one repeated
+
+
+def test_any_positive_temperature_samples_its_distribution_down_to_greedy():
+    params = BigramLanguageModel(40).init(jax.random.key(3), jnp.zeros((1, 1), jnp.int32))
+    idx = np.arange(40, dtype=np.int32)[:, None]
+    greedy = np.asarray(generate(params, jax.random.key(1), idx, 30, top_k=1))
+    for t in (1e-40, 1e-45, 1e-30):
+        for sampler in ("categorical", "cdf"):
+            out = np.asarray(generate(params, jax.random.key(1), idx, 30, temperature=t, sampler=sampler))
+            np.testing.assert_array_equal(out, greedy)
+
+
+def test_the_python_api_checks_what_it_can(tmp_path):
+    model = BigramLanguageModel(7)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+    for x, y in (([[7]], None), ([[-1]], None), ([[1]], [[7]])):
+        with pytest.raises(UserError, match=r"in \[0, 7\)"):
+            model.apply(params, jnp.array(x), None if y is None else jnp.array(y))
+    table = params["params"]["token_embedding_table"]["embedding"]
+    with pytest.raises(UserError, match="NaN"):
+        generate(params_of(table.at[2, 3].set(jnp.nan)), jax.random.key(0), np.zeros((1, 1), np.int32), 5)
+    with pytest.raises(UserError, match="square"):
+        generate(params_of(table[:, :5]), jax.random.key(0), np.zeros((1, 1), np.int32), 5)
+    out = generate(params, jax.random.key(0), np.zeros((2, 1), np.int32), np.int64(5), temperature=np.float32(0.5),
+                   top_k=jnp.int32(3))
+    assert out.shape == (2, 6)
+    with pytest.raises(UserError, match="step must be an integer"):
+        load_checkpoint(ROOT / "tests" / "fixtures" / "v010_run", step="20")

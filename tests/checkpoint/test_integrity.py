@@ -1,37 +1,97 @@
-"""What a run trusts, round three (issue 20), part two: checkpoint metadata, the compiled-program key, metrics
-that are a function of the config, and the smaller cases. Real processes on real files; every test points
-XDG_CACHE_HOME at a folder of its own. The caches are in test_trust.py, signals and locks in test_trust_signals.py.
-"""
+"""Checkpoint integrity (bigram_jax/checkpoint/integrity.py): flipped bits and edited metadata refused."""
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_script
-from tests.test_faults import one_line
-from tests.test_trust import FAST, env_of, ok, said, train
+from bigram_jax import load_checkpoint
+from bigram_jax.checkpoint import integrity
+from bigram_jax.compile import programs
+from bigram_jax.config import Config
+from bigram_jax.errors import UserError
+from bigram_jax.train import init_state
+from tests.conftest import _digest, ok, one_line, run_script, train
 
-pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
+
+def _flip(path: Path, at: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at % len(raw)] ^= 0x10
+    path.write_bytes(bytes(raw))
 
 
-# 5. checkpoint metadata ---------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_any_flipped_bit_in_the_arrays_is_found_on_load_and_resume(run, tmp_path):
+    from bigram_jax.checkpoint.manager import Checkpoints
+    from bigram_jax.config import Config
+    from bigram_jax.train import init_state
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A finished run with checkpoints at 100, 200 and 300."""
-    base = tmp_path_factory.mktemp("trust")
-    out = base / "run"
-    ok(train(out, "--max-iters", "300", "--checkpoint-every", "100", "--sample-tokens", "0", "--eval-interval", "100",
-             cache=base / "cache"))
-    return out
+    def state_of(d: Path) -> list[np.ndarray]:
+        with Checkpoints(d / "checkpoints", read_only=True) as c:
+            st = c.restore_state(300, abstract, c.read_meta(300))
+        return [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+                for x in jax.tree.leaves(st)]
+
+    with Checkpoints(run / "checkpoints", read_only=True) as c:
+        abstract = jax.eval_shape(lambda: init_state(Config(**c.read_meta(300)["config"]), 65))
+    intact, intact_state, refused = load_checkpoint(run).params, state_of(run), 0
+    data = sorted(p for p in (run / "checkpoints" / "300" / "state").rglob("*") if p.parent.name == "d")
+    assert len(data) > 1
+    for k, f in enumerate(data):
+        for at in (7, f.stat().st_size // 2, f.stat().st_size - 3):
+            damaged = tmp_path / f"d{k}_{at}"
+            shutil.copytree(run, damaged)
+            _flip(damaged / f.relative_to(run), at)
+            try:  # the full state: refused, or (a flip in bytes no value depends on) exactly as saved
+                for a, b in zip(state_of(damaged), intact_state, strict=True):
+                    np.testing.assert_array_equal(a, b)
+            except UserError as e:
+                assert "step 300" in str(e) and ("damaged" in str(e) or "unreadable" in str(e))
+                refused, caught = refused + 1, (f, at)
+            try:  # the params alone: damaged ones are refused, the others load as they were saved
+                got = load_checkpoint(damaged).params
+                np.testing.assert_array_equal(got["params"]["token_embedding_table"]["embedding"],
+                                              intact["params"]["token_embedding_table"]["embedding"])
+            except UserError as e:
+                assert "step 300" in str(e) and ("damaged" in str(e) or "unreadable" in str(e))
+            shutil.rmtree(damaged)
+    assert refused >= 3  # flips in the arrays themselves are caught (others hit bytes no value depends on)
+    damaged = tmp_path / "resume"
+    shutil.copytree(run, damaged)
+    _flip(damaged / caught[0].relative_to(run), caught[1])  # a flip that full restores refuse
+    one_line(run_script("train.py", "--resume", "--out-dir", str(damaged), "--max-iters", "400"), 2, "step 300",
+             "step 200 is intact")
+
+
+@pytest.mark.e2e
+def test_damaged_checkpoints_are_one_line_errors(trained, tmp_path):
+    for d in ("missing", "empty"):
+        if d == "empty":
+            (tmp_path / d).mkdir()
+        r = run_script("sample.py", "--checkpoint", str(tmp_path / d))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    latest = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    for f in (run / "checkpoints" / str(latest) / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "manifest" not in f.name and "METADATA" not in f.name:
+            f.write_bytes(b"\x13" * f.stat().st_size)  # corrupt the array data
+    (run / "checkpoints" / str(latest) / "meta" / "metadata").write_text("{not json")
+    before = _digest(run / "checkpoints")
+    for script, argv in (("sample.py", ["--checkpoint", str(run)]), ("train.py", ["--resume", "--out-dir", str(run)])):
+        r = run_script(script, *argv)
+        assert r.returncode == 2 and "unreadable" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert _digest(run / "checkpoints") == before  # nothing else touched
+    ok = run_script("sample.py", "--checkpoint", str(run), "--step", str(latest - 300), "--num-tokens", "10")
+    assert ok.returncode == 0, ok.stderr  # the older checkpoints still load
+    with pytest.raises(UserError, match="unreadable"):
+        load_checkpoint(run)
 
 
 def edited(run: Path, to: Path, edit) -> Path:
@@ -51,6 +111,8 @@ def _swap_vocab(meta: dict) -> None:
     meta["vocab"] = v[:20] + v[21] + v[20] + v[22:]
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("own_cache")
 def test_edited_checkpoint_metadata_is_refused_by_sample_and_load(run, tmp_path):
     """Issue 20, case 5a: two characters of the vocabulary swapped in the latest metadata (valid JSON):
     sample.py refuses in one line naming step 300, the metadata and its checksum; load_checkpoint raises."""
@@ -65,6 +127,8 @@ def test_edited_checkpoint_metadata_is_refused_by_sample_and_load(run, tmp_path)
         load_checkpoint(d)
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("own_cache")
 @pytest.mark.parametrize("key,value", [("learning_rate", 0.1), ("seed", 7)])
 def test_an_edited_config_in_checkpoint_metadata_is_refused_by_resume(run, tmp_path, key, value):
     """Issue 20, case 5b: config.learning_rate (or config.seed) edited in the latest metadata: --resume refuses
@@ -73,6 +137,8 @@ def test_an_edited_config_in_checkpoint_metadata_is_refused_by_resume(run, tmp_p
     one_line(train(d, "--resume", "--max-iters", "400"), 2, "metadata", "checksum")
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("own_cache")
 def test_an_edited_vocab_size_in_checkpoint_metadata_is_refused_as_such(run, tmp_path):
     """Issue 20, case 5c: vocab_size edited to 64: the same one-line refusal naming the checksum (not a table
     size mismatch)."""
@@ -80,9 +146,11 @@ def test_an_edited_vocab_size_in_checkpoint_metadata_is_refused_as_such(run, tmp
     one_line(train(d, "--resume", "--max-iters", "400"), 2, "metadata", "checksum")
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("own_cache")
 def test_metadata_of_this_version_without_its_checksum_is_refused(run, tmp_path):
     """The checksum deleted along with the edit it would show: metadata written by 0.2.0 or later must carry one
-    (older versions wrote none, and theirs loads as it is: tests/test_checkpoint.py's fixtures)."""
+    (older versions wrote none, and theirs loads as it is: tests/checkpoint/test_resume.py's fixtures)."""
     def edit(meta: dict) -> None:
         _swap_vocab(meta)
         del meta["meta_sha256"]
@@ -91,122 +159,19 @@ def test_metadata_of_this_version_without_its_checksum_is_refused(run, tmp_path)
              2, "step 300", "metadata", "checksum")
 
 
-# 6. the compiled-program key ----------------------------------------------------------------------------------
-
-def test_the_program_key_sees_the_host_cpu(monkeypatch):
-    """Issue 20, case 6 (in-process): host_cpu() names the CPU, is part of the environment every program name
-    holds, and another CPU gives the same function and arguments another name."""
-    from bigram_jax.compile import program_key
-    from bigram_jax.config import Config
-    from bigram_jax.train import learning_rate
-
-    args, static = (np.int32(0),), {"cfg": Config()}
-    program_key._fixed.cache_clear()
-    try:
-        cpu = program_key.host_cpu()
-        assert isinstance(cpu, str) and cpu and cpu in program_key.environment()
-        info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-        model = [x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")]
-        assert not model or model[0] in cpu, (model, cpu)
-        here = program_key.key(learning_rate, args, static)[0]
-        monkeypatch.setattr(program_key, "host_cpu", lambda: cpu + " (another)")
-        program_key._fixed.cache_clear()
-        assert program_key.key(learning_rate, args, static)[0] != here
-    finally:
-        monkeypatch.undo()
-        program_key._fixed.cache_clear()
-
-
-def test_the_program_key_sees_a_jax_setting_changed_after_the_first_program():
-    """JAX's settings are read for every key, not once: a precision set after the first program names others."""
-    import jax
-
-    from bigram_jax.compile import program_key
-    from bigram_jax.config import Config
-    from bigram_jax.train import learning_rate
-
-    args, static = (np.int32(0),), {"cfg": Config()}
-    before = program_key.key(learning_rate, args, static)[0]
-    jax.config.update("jax_default_matmul_precision", "highest")
-    try:
-        assert program_key.key(learning_rate, args, static)[0] != before
-    finally:
-        jax.config.update("jax_default_matmul_precision", None)
-    assert program_key.key(learning_rate, args, static)[0] == before
-
-
-def test_the_program_key_sees_the_backend_settings(tmp_path, own_cache):
-    """Issue 20, case 6 (processes): LIBTPU_INIT_ARGS set makes a warmed cache store new programs; the same run
-    without it again stores none."""
-    programs = own_cache / "bigram_jax" / "programs"
-    count = lambda: len(list(programs.glob("*.bin")))  # noqa: E731
-    args = ["--max-iters", "50", *FAST]
-    ok(train(tmp_path / "warm", *args))
-    warm = count()
-    ok(run_script("train.py", "--out-dir", str(tmp_path / "tpu"), *args, env={"LIBTPU_INIT_ARGS": "--foo"}))
-    flagged = count()
-    ok(train(tmp_path / "again", *args))
-    assert warm > 0 and flagged > warm and count() == flagged, (warm, flagged, count())
-
-
-# 12. metrics are a function of the config ---------------------------------------------------------------------
-
-def test_metrics_are_a_function_of_the_config(tmp_path):
-    """Issue 20, case 12: three identical runs with short chunks (of a few steps each, so how the steps are chunked
-    depends on timing) write the same metrics.jsonl rows, but for tokens_per_second and elapsed_seconds."""
-    args = ["--batch-size", "256", "--block-size", "32", "--chunk-seconds", "0.01", "--loss", "gather",
-            "--max-iters", "200", "--eval-interval", "50", "--sample-tokens", "0"]
-    rows = []
-    for k in range(3):
-        ok(train(tmp_path / f"r{k}", *args))
-        rows.append([{k_: v for k_, v in json.loads(x).items() if k_ not in ("tokens_per_second", "elapsed_seconds")}
-                     for x in (tmp_path / f"r{k}" / "metrics.jsonl").read_text().splitlines()])
-    assert len(rows[0]) == 5 and rows[0] == rows[1] == rows[2], rows
-
-
-# 14. smaller cases ----------------------------------------------------------------------------------------------
-
-def test_the_floor_of_certain_and_of_one_character_corpora_reads_well(tmp_path):
-    """Issue 20, case 14a: a corpus of certain transitions has no negative zero ("-0.0000") in its floor line; a
-    one-character corpus has no exponent ("add-1e+03 smoothing") in it."""
-    for name, text, bad in (("ab", "ab" * 2000, r"(?<!\w)-0\.0"), ("a", "a" * 2000, r"e\+0")):
-        (tmp_path / f"{name}.txt").write_text(text)
-        r = ok(train(tmp_path / name, "--data", str(tmp_path / f"{name}.txt"), "--max-iters", "10", *FAST))
-        (floor,) = said(r, "floor:")
-        assert not re.search(bad, floor), floor
-
-
-def test_an_unusable_lock_file_is_one_line(tmp_path):
-    """Issue 20, case 14b: OUT_DIR/.lock a folder, or a symlink to nowhere: exit 2 and one line (nothing created
-    where the link points)."""
-    (tmp_path / "dir" / ".lock").mkdir(parents=True)
-    one_line(train(tmp_path / "dir", "--max-iters", "10", *FAST), 2)
-    (tmp_path / "link").mkdir()
-    (tmp_path / "link" / ".lock").symlink_to(tmp_path / "nowhere" / "lock")
-    one_line(train(tmp_path / "link", "--max-iters", "10", *FAST), 2)
-    assert not (tmp_path / "nowhere").exists()
-
-
-def test_without_home_the_cache_folder_is_named(tmp_path):
-    """Issue 20, case 14c: with HOME and XDG_CACHE_HOME unset a run succeeds and a note on stderr names where it
-    caches, mentioning HOME. (It caches in the passwd home of the user running the tests.)"""
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--out-dir", str(tmp_path / "o"),
-                        "--max-iters", "10", *FAST], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       env=env_of(HOME=None, XDG_CACHE_HOME=None))
-    ok(r)
-    assert any("HOME" in line for line in r.stderr.splitlines()), r.stderr
-
-
-def test_a_damaged_xla_cache_is_passed_over_quietly(tmp_path, own_cache):
-    """Issue 20, case 14d: every file of JAX's compilation cache overwritten with garbage and the program cache
-    deleted: the rerun succeeds with no "Warning" on stderr. (The run's own programs bypass JAX's cache; the host
-    feed's batch offsets, compiled by plain jit, go through it.)"""
-    args = ["--max-iters", "50", "--eval-interval", "50", "--sample-tokens", "20", "--data-on", "host"]
-    ok(train(tmp_path / "warm", *args))
-    files = [p for p in (own_cache / "bigram_jax" / "xla").rglob("*") if p.is_file()]
-    assert files
-    for p in files:
-        p.write_bytes(os.urandom(max(64, p.stat().st_size // 2)))
-    shutil.rmtree(own_cache / "bigram_jax" / "programs")
-    r = ok(train(tmp_path / "again", *args))
-    assert "Warning" not in r.stderr, r.stderr[-3000:]
+def test_checksums_on_a_device_match_the_hosts_and_are_kept_between_runs(tmp_path, monkeypatch):
+    """An accelerator's arrays are summed by one program on the device: the same numbers as numpy's on the host,
+    and a later process loads that program instead of compiling it at its first checkpoint."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(programs, "_LOADED", {})
+    jax.clear_caches()
+    state = init_state(Config(), 65)
+    on_host = integrity.checksums(state)
+    monkeypatch.setattr(integrity, "_in_host_memory", lambda arrays: False)  # as on a GPU or TPU
+    assert integrity.checksums(state) == on_host
+    assert len(list((tmp_path / "cache" / "bigram_jax" / "programs").glob("*.bin"))) == 1
+    monkeypatch.setattr(programs, "_LOADED", {})  # a new process: the program must come from the cache
+    jax.clear_caches()
+    monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
+    assert integrity.checksums(state) == on_host
+    assert on_host[".step"] == 0 and len(set(np.asarray(list(on_host.values())))) > 2

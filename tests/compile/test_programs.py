@@ -1,9 +1,10 @@
-"""Saved programs: a warm run loads what an earlier one compiled, with the same results; damage means a recompile."""
+"""Compiled programs (bigram_jax/compile/programs.py): kept, loaded bit for bit, lowered for CUDA and TPU."""
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,23 +13,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AbstractMesh, AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from bigram_jax.compile import program_key
+from bigram_jax import evaluate, sampling, train
+from bigram_jax.checkpoint import integrity
+from bigram_jax.checkpoint.manager import copy_state
 from bigram_jax.compile import programs
-from bigram_jax.config import FIELDS, RUN_ONLY, Config
-from bigram_jax.counts import dense_counts
+from bigram_jax.config import Config
 from bigram_jax.corpus.tokenizers import CharTokenizer
-from bigram_jax.model import table_of
+from bigram_jax.counts import dense_counts
+from bigram_jax.devices import parallel
 from bigram_jax.evaluate import exact_loss
-from bigram_jax.sampling import _sample
+from bigram_jax.model import params_of, table_of
+from bigram_jax.run import summary
+from bigram_jax.sampling import sample_categorical
 from bigram_jax.train import init_on, init_state, train_steps
-
-from .conftest import ROOT, run_script
-
-
-def _name(fn, args, static):
-    return program_key.key(fn, args, static)[0]
-
+from tests.conftest import ROOT, run_script
 
 TIMES = ("tokens_per_second", "elapsed_seconds")  # the metrics that are clock readings
 
@@ -101,43 +102,6 @@ def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch, shakespeare_text)
     assert np.isfinite(loss).all() and np.isfinite(table).all()
 
 
-def _other(value):
-    """A different value of a config field's type."""
-    if isinstance(value, str):
-        return value + "-elsewhere"
-    return value + 7 if isinstance(value, int) else value / 2 + 0.125
-
-
-def test_run_only_settings_reach_no_program():
-    """Programs are stored without the RUN_ONLY fields: changing any of them must leave every program as it is."""
-    cfg, V = Config(), 65
-    state = init_state(cfg, V)
-    data = jax.ShapeDtypeStruct((10000,), jnp.int32)
-    base = (train_steps.lower(state, data, np.int32(1), cfg=cfg).as_text(),
-            init_on.lower(cfg=cfg, vocab_size=V, mesh=None).as_text())
-    assert RUN_ONLY <= set(FIELDS)
-    for name in RUN_ONLY:
-        other = dataclasses.replace(cfg, **{name: _other(getattr(cfg, name))})
-        texts = (train_steps.lower(state, data, np.int32(1), cfg=other).as_text(),
-                 init_on.lower(cfg=other, vocab_size=V, mesh=None).as_text())
-        assert texts == base, name
-        assert _name(train_steps, (state,), {"cfg": other}) == _name(train_steps, (state,), {"cfg": cfg})
-    # and the other settings are part of a program's name
-    for name in ("learning_rate", "batch_size", "seed", "max_iters"):
-        other = dataclasses.replace(cfg, **{name: _other(getattr(cfg, name))})
-        assert _name(train_steps, (state,), {"cfg": other}) != _name(train_steps, (state,), {"cfg": cfg})
-
-
-def test_names_follow_shapes_dtypes_and_shardings():
-    params = init_state(Config(), 65).params
-    counts = jnp.zeros((65, 65), jnp.float32)
-    name = _name(exact_loss, (params, counts), {})
-    assert _name(exact_loss, (params, counts.astype(jnp.bfloat16)), {}) != name
-    assert _name(exact_loss, (params, jnp.zeros((64, 64))), {}) != name
-    assert _name(exact_loss, (params, np.zeros((65, 65), np.float32)), {}) != name  # host, not a device
-    assert _name(exact_loss, (params, jnp.ones((65, 65), jnp.float32)), {}) == name  # values do not count
-
-
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the profiles are XLA:CPU options")
 
 
@@ -161,8 +125,8 @@ def test_the_profiles_give_the_same_bits_under_their_own_names(cache, shakespear
     np.testing.assert_array_equal(tables[0], tables[1])
     assert len(list(cache.glob("*.bin"))) == 4
     key, last, t = jax.random.key(5), np.zeros((3,), np.int32), np.float32(0.9)
-    draws = [programs.run(_sample, tables[0], key, last, t, out=(0, 0), profile=p, max_new_tokens=300, top_k=None,
-                          sampler="categorical")[0] for p in (None, "once")]
+    draws = [programs.run(sample_categorical, tables[0], key, last, t, out=(0, 0), profile=p, max_new_tokens=300,
+                          top_k=None)[0] for p in (None, "once")]
     np.testing.assert_array_equal(np.asarray(draws[0]), np.asarray(draws[1]))
     assert len(set(np.asarray(draws[0]).ravel().tolist())) > 20  # a real draw, not a constant
 
@@ -173,18 +137,14 @@ def test_a_wrong_output_structure_is_refused(cache):
         programs.compiled(exact_loss, params, jnp.zeros((65, 65)), out=(0.0, 0.0))
 
 
-def test_unstable_static_text_is_refused():
-    with pytest.raises(TypeError, match="stable"):
-        program_key._static(object())
-
-
+@pytest.mark.e2e
 def test_a_warm_run_lowers_none_of_its_programs(tmp_path):
     """The second of two identical runs (here on 4 devices) loads every program of its own: JAX logs no lowering
     of them, nor of any eager operation (an accelerator compiles each: `jnp.asarray` of the sample was one), and
     the two runs agree to the bit."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_LOG_COMPILES": "1",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    ours = ("init_on", "train_steps", "exact_loss", "learning_rate", "copy_state", "sample_key", "_sample")
+    ours = ("init_on", "train_steps", "exact_loss", "learning_rate", "copy_state", "sample_key", "sample_categorical")
     runs = []
     for i in range(2):
         r = run_script("train.py", "--max-iters", "60", "--eval-interval", "30", "--out-dir", str(tmp_path / f"r{i}"),
@@ -205,7 +165,6 @@ import time
 import jax, numpy as np
 from bigram_jax.compile import programs
 from bigram_jax.evaluate import exact_loss
-from bigram_jax.sampling import _sample
 from bigram_jax.model import BigramLanguageModel
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -219,6 +178,7 @@ if "ours" in sys.argv[3]:
 """
 
 
+@pytest.mark.e2e
 def test_an_executable_jax_already_holds_is_not_stored(tmp_path, shakespeare_text):
     """JAX loads an executable from its persistent cache, then hands the same one to programs when asked to compile
     that computation again: stored, it would fail in the next run ('Function ... not found'). Nothing is stored
@@ -265,3 +225,133 @@ def test_entries_dated_in_the_future_never_push_out_a_new_one(cache, shakespeare
     _as_new_process(monkeypatch)
     monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
     np.testing.assert_array_equal(_train(data, cfg)[1], fresh[1])
+
+
+def test_the_cpu_compile_options_stay_off_accelerators(monkeypatch):
+    """XLA:CPU's options would be unknown options to XLA:GPU or XLA:TPU: a program of any profile is compiled
+    with the platform's defaults there."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert programs.compile_options("loop") == programs.CPU_PROFILES["loop"]
+    for backend in ("gpu", "tpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+        assert [programs.compile_options(p) for p in (None, "loop", "once")] == [None, None, None]
+
+
+PLATFORMS = ("cuda", "tpu")
+
+
+V = 8192  # a table the 4-device mesh splits by rows, and the sparse exact loss's range (V > 2048)
+
+
+B, T, N_TOKENS, N_PAIRS = 64, 32, 100_000, 5_000
+
+
+S = jax.ShapeDtypeStruct
+
+
+# custom calls the partitioner itself may emit; anything else (a LAPACK kernel, a host callback) is one platform's
+PARTITIONER_CALLS = {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape"}
+
+
+FLOAT64 = re.compile(r"\b(f64|complex<f64>)\b")  # TPUs have no 64-bit floats (and JAX runs with x64 off)
+
+
+DONOR = re.compile(r"jax\.buffer_donor = true|tf\.aliasing_output")
+
+
+def _meshes() -> dict[str, object]:
+    """The job's one-device mesh (this CPU), and a data=2 x model=2 mesh of 4 devices this process does not
+    have: JAX's abstract mesh, which programs see only through its axes, as on a 4-chip slice."""
+    one = parallel.make_mesh(Config(), V, jax.devices()[:1])
+    four = AbstractMesh((2, 2), ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
+    return {"1dev": one, "4dev": four}
+
+
+def _state(cfg: Config, mesh) -> train.TrainState:
+    """The train state's shapes, dtypes and shardings on `mesh`, as the job builds it (nothing allocated)."""
+    abstract = jax.eval_shape(lambda: train.init_state(cfg, V, params_of(S((V, V), jnp.float32))))
+    return parallel.abstract_on(abstract, mesh)
+
+
+def _replicated(shape: tuple, dtype, mesh) -> S:
+    return S(shape, dtype, sharding=NamedSharding(mesh, P()))
+
+
+def _train_programs(mesh_name: str, mesh) -> dict[str, tuple]:
+    """train_steps (device-resident corpus), train_steps_fed (host-fed windows) and init_on, both losses."""
+    out = {}
+    for loss in ("counts", "gather"):
+        cfg = Config(batch_size=B, block_size=T, loss=loss, model_parallel=mesh.shape["model"])
+        st = _state(cfg, mesh)
+        data = _replicated((N_TOKENS,), jnp.int32, mesh)
+        windows = S((train.DRAW_STEPS, B, T + 1), jnp.int32, sharding=NamedSharding(mesh, P(None, "data", None)))
+        out[f"train_steps-{loss}-{mesh_name}"] = (train.train_steps, (st, data, np.int32(1)),
+                                                  {"cfg": cfg, "mesh": mesh})
+        out[f"train_steps_fed-{loss}-{mesh_name}"] = (train.train_steps_fed, (st, windows, np.int32(0), np.int32(1)),
+                                                     {"cfg": cfg, "mesh": mesh})
+    out[f"init_on-{mesh_name}"] = (train.init_on, (), {"cfg": Config(model_parallel=mesh.shape["model"]),
+                                                       "vocab_size": V, "mesh": mesh})
+    return out
+
+
+def _other_programs(mesh_name: str, mesh) -> dict[str, tuple]:
+    """Exact losses (dense, sparse), both samplers, checksums, the checkpoint copy, on the state's shardings."""
+    st = _state(Config(model_parallel=mesh.shape["model"]), mesh)
+    table, key = table_of(st.params), jax.random.key(0)
+    pairs = [_replicated((N_PAIRS,), dt, mesh) for dt in (jnp.int32, jnp.int32, jnp.float32)]
+    sample = (table, key, np.zeros((4,), np.int32), np.float32(0.8))
+    return {
+        f"exact_loss-dense-{mesh_name}": (evaluate.exact_loss, (st.params, _replicated((V, V), jnp.float32, mesh)), {}),
+        f"exact_loss-sparse-{mesh_name}": (evaluate.sparse_exact_loss,
+                                           (table, *pairs, _replicated((V,), jnp.float32, mesh)), {}),
+        f"sample-cdf-{mesh_name}": (sampling.sample_cdf, sample, {"max_new_tokens": 50, "top_k": None}),
+        f"sample-categorical-{mesh_name}": (sampling.sample_categorical, sample, {"max_new_tokens": 50, "top_k": 10}),
+        f"checksums-{mesh_name}": (integrity.word_sums, (jax.tree.leaves(st),), {}),
+        f"copy_state-{mesh_name}": (copy_state, (st,), {}),
+    }
+
+
+@functools.cache
+def catalogue() -> dict[str, tuple]:
+    """Every program a run compiles: {id: (jitted function, arguments, static arguments)}."""
+    cosine = Config(lr_schedule="cosine", warmup_iters=10)
+    out = {"learning_rate": (train.learning_rate, (np.int32(5),), {"cfg": cosine}),
+           "sample_key": (summary.sample_key, (np.uint32(1337),), {}),
+           "draw_offsets": (jax.jit(train.draw_offsets, static_argnums=(2, 3)),
+                            (jax.random.key(0), np.int32(0), N_TOKENS, Config(batch_size=B, block_size=T)), {})}
+    for name, mesh in _meshes().items():
+        out |= _train_programs(name, mesh) | _other_programs(name, mesh)
+    return out
+
+
+DONATING = {"train_steps", "train_steps_fed"}  # the state's buffers are reused in place: on a GPU, half the memory
+
+
+@pytest.mark.parametrize("name", sorted(catalogue()))
+def test_every_program_lowers_for_cuda_and_tpu(name: str):
+    fn, args, static = catalogue()[name]
+    traced = fn.trace(*args, **static)
+    for platform in PLATFORMS:
+        text = traced.lower(lowering_platforms=(platform,)).as_text()
+        assert not FLOAT64.search(text), f"{name} on {platform}: {FLOAT64.search(text).group(0)}"
+        calls = set(re.findall(r"custom_call @([\w.]+)", text)) - PARTITIONER_CALLS
+        assert not calls, f"{name} on {platform} calls {calls}"
+        if name.split("-")[0] in DONATING:  # every leaf of the state (7) is donated, on every platform
+            main = next(line for line in text.splitlines() if "func.func public @main(" in line)
+            assert len(DONOR.findall(main)) >= 7, f"{name} on {platform}: the state is not donated"
+        if name.endswith("4dev"):  # the table's rows stay split over 'model' (Shardy's notation)
+            assert '[{"model"}, {}]' in text, f"{name} on {platform}: the table is not split by rows"
+
+
+def test_a_host_callback_fails_the_lowering():
+    """The check's own teeth: a program with a host callback does not lower for another platform."""
+
+    @jax.jit
+    def with_callback(x):
+        jax.debug.callback(lambda v: None, x)
+        return x * 2
+
+    here = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())  # lowers where it would run
+    for platform in (p for p in PLATFORMS if p != here):
+        with pytest.raises(ValueError, match="platform"):
+            with_callback.trace(jnp.ones(3)).lower(lowering_platforms=(platform,))

@@ -1,18 +1,9 @@
-"""BPE tokenizers end to end: a tokenizer.json trained here with `tokenizers`, and an in-memory tiktoken encoding
-(its merges learned here, found by name through a tiktoken_ext plugin); the extra absent or offline; the checkpoint
-keeps the tokenizer whole. Nothing is downloaded."""
+"""BPE tokenizers (bigram_jax/corpus/bpe.py): trained on, sampled, recorded whole; the extra absent or offline."""
 from __future__ import annotations
 
-import base64
-import collections
-import dataclasses
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,169 +11,17 @@ import pytest
 from bigram_jax import load_checkpoint
 from bigram_jax.corpus.bpe import EXTRA
 from bigram_jax.model import table_of
-from tests.conftest import ROOT, _shakespeare, run_script
-from tests.test_faults import one_line
+from tests.conftest import TK_NAME, _env, _paragraphs, _python, one_line, run_script, write_plugin
+from tests.conftest import metric_rows as _rows
 
 tokenizers = pytest.importorskip("tokenizers")
 tiktoken = pytest.importorskip("tiktoken")
 regex = pytest.importorskip("regex")  # tiktoken's own dependency: the \p{L} classes of GPT-2's pattern
 
-GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""  # r50k_base's
-TK_NAME = "bjtest_shakes"  # the plugin's encoding: a name no real encoding has
-ITERS = ["--max-iters", "100", "--eval-interval", "50"]
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
-pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
-
-
-def _paragraphs(text: str) -> list[str]:
-    """The text as documents, each ending in a blank line: so the BPEs learn '\\n\\n', as GPT-2's has (628)."""
-    return [p + "\n\n" for p in text.split("\n\n")]
-
-
-# the two tokenizers, built once per module -----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def hf_json(tmp_path_factory, shakespeare_text) -> Path:
-    """A byte-level BPE tokenizer.json (vocab 500) trained on tinyshakespeare."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=500, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_paragraphs(shakespeare_text), trainer)
-    path = tmp_path_factory.mktemp("hf") / "shakes-tokenizer.json"
-    tok.save(str(path))
-    return path
-
-
-def learn_ranks(text: str, merges: int) -> dict[bytes, int]:
-    """tiktoken mergeable ranks: the 256 bytes, then `merges` merges, each the most frequent adjacent pair over the
-    words (GPT-2 pattern pieces) of `text`, counted incrementally."""
-    words = collections.Counter(p for para in _paragraphs(text) for p in regex.findall(GPT2_PAT, para))
-    seqs = [[bytes([b]) for b in w.encode()] for w in words]
-    freq = list(words.values())
-    ranks = {bytes([i]): i for i in range(256)}
-    pairs: collections.Counter = collections.Counter()
-    where = collections.defaultdict(set)
-    for k, s in enumerate(seqs):
-        for pair in zip(s, s[1:]):
-            pairs[pair] += freq[k]
-            where[pair].add(k)
-    while len(ranks) < 256 + merges and pairs:
-        (a, b), n = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
-        if n <= 0:
-            break
-        del pairs[a, b]
-        if a + b in ranks:  # two pairs that spell one token: rank it once
-            continue
-        ranks[a + b] = len(ranks)
-        for k in where.pop((a, b)):
-            s, out, i = seqs[k], [], 0
-            for pair in zip(s, s[1:]):
-                pairs[pair] -= freq[k]
-            while i < len(s):
-                if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(s[i])
-                    i += 1
-            seqs[k] = out
-            for pair in zip(out, out[1:]):
-                pairs[pair] += freq[k]
-                where[pair].add(k)
-        pairs.pop((a, b), None)
-    return ranks
-
-
-PLUGIN = '''
-import base64, json, os
-
-def _encoding():
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ranks.json")) as f:
-        tokens = json.load(f)
-    return {{"name": {name!r}, "pat_str": {pat!r}, "special_tokens": {{}},
-            "mergeable_ranks": {{base64.b64decode(t): i for i, t in enumerate(tokens)}}}}
-
-ENCODING_CONSTRUCTORS = {{{name!r}: _encoding}}
-'''
-
-
-def write_plugin(folder: Path, ranks: dict[bytes, int]) -> Path:
-    """A tiktoken plugin folder (for PYTHONPATH) whose encoding TK_NAME has `ranks`."""
-    (folder / "tiktoken_ext").mkdir(parents=True)
-    (folder / "tiktoken_ext" / f"{TK_NAME}.py").write_text(PLUGIN.format(name=TK_NAME, pat=GPT2_PAT))
-    tokens = [base64.b64encode(t).decode() for t, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
-    (folder / "ranks.json").write_text(json.dumps(tokens))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tk_ranks(shakespeare_text) -> dict[bytes, int]:
-    ranks = learn_ranks(shakespeare_text, 300)
-    assert len(ranks) == 556 and b"\n\n" in ranks and b" the" in ranks
-    return ranks
-
-
-@pytest.fixture(scope="module")
-def tk_enc(tk_ranks):
-    return tiktoken.Encoding(name=TK_NAME, pat_str=GPT2_PAT, mergeable_ranks=tk_ranks, special_tokens={})
-
-
-@pytest.fixture(scope="module")
-def plugin(tmp_path_factory, tk_ranks) -> Path:
-    return write_plugin(tmp_path_factory.mktemp("plugin"), tk_ranks)
-
-
-def _env(plugin: Path, cache: Path | None = None) -> dict:
-    """A subprocess's environment: the repo and the plugin importable, the test's cache."""
-    return {"PYTHONPATH": f"{ROOT}{os.pathsep}{plugin}",
-            "XDG_CACHE_HOME": str(cache or os.environ["XDG_CACHE_HOME"])}
-
-
-# one finished run per tokenizer ----------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class BpeRun:
-    kind: str  # "json" or "tiktoken"
-    spec: str  # its --tokenizer
-    shown: str  # how the data: line names it
-    run: Path
-    cache: Path  # the run's own cache: its token file
-    stdout: str
-    encode: object  # whole text -> ids, by tokenizers / tiktoken themselves
-
-
-@pytest.fixture(scope="module", params=["json", "tiktoken"])
-def bpe(request, tmp_path_factory, hf_json, tk_enc, plugin, shakespeare_path) -> BpeRun:
-    """A 100-step run on tinyshakespeare read with the tokenizer.json, or the tiktoken encoding."""
-    base = tmp_path_factory.mktemp(f"run-{request.param}")
-    if request.param == "json":
-        hf = tokenizers.Tokenizer.from_file(str(hf_json))
-        spec, shown = str(hf_json), f"{hf_json} (Hugging Face tokenizers)"
-        encode = lambda s: hf.encode(s, add_special_tokens=False).ids  # noqa: E731
-    else:
-        spec, shown, encode = TK_NAME, f"{TK_NAME} (tiktoken)", tk_enc.encode_ordinary
-    r = run_script("train.py", "--data", str(shakespeare_path), "--tokenizer", spec, *ITERS, "--sample-tokens",
-                   "100", "--out-dir", str(base / "run"), env=_env(plugin, base / "cache"))
-    assert r.returncode == 0, r.stderr
-    return BpeRun(request.param, spec, shown, base / "run", base / "cache", r.stdout, encode)
-
-
-def _rows(run: Path) -> dict[int, dict]:
-    return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
-
-
-def _digest(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
-            if p.is_file()}
-
-
-# 3. trained, sampled and resumed end to end ----------------------------------------------------------------
-
+@pytest.mark.e2e
 def test_bpe_run_names_its_tokenizer_and_samples_text(bpe, plugin):
     data = next(line for line in bpe.stdout.splitlines() if line.startswith("data:"))
     assert f"tokenizer: {bpe.shown}" in data, data
@@ -200,43 +39,7 @@ def test_bpe_run_names_its_tokenizer_and_samples_text(bpe, plugin):
     assert "Traceback" not in r.stderr
 
 
-def test_bpe_run_resumes(bpe, plugin, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(bpe.run, run)
-    r = run_script("train.py", "--resume", "--out-dir", str(run), "--max-iters", "150", "--sample-tokens", "0",
-                   env=_env(plugin))
-    assert r.returncode == 0, r.stderr
-    assert "resumed from" in r.stdout and "step 150:" in r.stdout and "step 100:" not in r.stdout
-    assert sorted(_rows(run)) == [0, 50, 100, 150] and f"tokenizer: {bpe.shown}" in r.stdout
-
-
-@pytest.mark.parametrize("other", ["the other BPE", "chars", "same-size tokenizer.json"])
-def test_resume_with_another_tokenizer_is_refused(bpe, other, plugin, hf_json, shakespeare_text, tmp_path):
-    if other == "the other BPE":
-        spec = TK_NAME if bpe.kind == "json" else str(hf_json)
-    elif other == "chars":
-        spec = "chars"
-    else:  # as many tokens as the run's, other merges: the vocabulary size alone cannot tell them apart
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-        V = load_checkpoint(bpe.run).meta["vocab_size"]
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(_paragraphs(shakespeare_text[: len(shakespeare_text) // 3]), trainers.BpeTrainer(
-            vocab_size=V, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        assert tok.get_vocab_size() == V
-        spec = str(tmp_path / "other-tokenizer.json")
-        tok.save(spec)
-    run = tmp_path / "run"
-    shutil.copytree(bpe.run, run)
-    before = _digest(run)
-    r = run_script("train.py", "--resume", "--out-dir", str(run), "--max-iters", "150", "--tokenizer", spec,
-                   env=_env(plugin))
-    one_line(r, 2, "tokenizer differs")
-    assert _digest(run) == before
-
-
+@pytest.mark.e2e
 def test_bpe_exact_losses_equal_a_float64_brute_force(bpe, shakespeare_text):
     whole = np.asarray(bpe.encode(shakespeare_text), np.int64)
     # the run encoded the text line by line into its token file: for GPT-2's pattern, the whole text's ids
@@ -260,9 +63,7 @@ def test_line_by_line_encoding_equals_whole_text_on_awkward_lines(tmp_path, hf_j
     """Most lines end in a blank line or in spaces or tabs (where a cut would change GPT-2's pieces: '\\n\\n' at the
     end of a piece is one token), some start with spaces, contractions or digits; one in 40 ends cleanly. Over
     many batch items, the cached ids equal an encoding of the whole text, for both GPT-2-pattern tokenizers."""
-    from bigram_jax.corpus import bpe
-
-    from bigram_jax.corpus import text_file
+    from bigram_jax.corpus import bpe, text_file
     rng = np.random.default_rng(0)
     starts = ["", "", "", " ", "  ", "\t", "'s ", "'tis ", "1600 ", "-- "]
     ends = ["\n\n", "\n\n", "  \n", "\t\n", " \n\n", "\n\n\n", "\n \n"]
@@ -284,8 +85,7 @@ def test_a_tokenizer_json_that_adds_a_prefix_space_is_encoded_as_one_text_or_ref
     The token file must equal the whole text's encoding, or the tokenizer be refused in one line."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from bigram_jax.corpus import bpe
-    from bigram_jax.corpus import text_file
+    from bigram_jax.corpus import bpe, text_file
     from bigram_jax.errors import UserError
 
     tok = Tokenizer(models.BPE())
@@ -305,6 +105,7 @@ def test_a_tokenizer_json_that_adds_a_prefix_space_is_encoded_as_one_text_or_ref
     assert len(ids) == len(whole) and np.array_equal(ids, whole), f"{len(ids)} ids vs {len(whole)}"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("bpe", ["tiktoken"], indirect=True)
 def test_another_table_under_the_encodings_name_is_refused(bpe, tk_ranks, tmp_path):
     """A tiktoken checkpoint records its encoding's name and the digest of its BPE table: the same name with one
@@ -315,18 +116,10 @@ def test_another_table_under_the_encodings_name_is_refused(bpe, tk_ranks, tmp_pa
     one_line(r, 2, TK_NAME, "not the one the checkpoint was trained with")
 
 
-# 4. offline, and optional ----------------------------------------------------------------------------------
-
-def _python(code: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(_shakespeare()), "JAX_PLATFORMS": "cpu",
-           **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=ROOT)
-
-
 BLOCKED = "import sys\nsys.modules['tiktoken'] = None\nsys.modules['tokenizers'] = None\n"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("spec", ["gpt2", "x.json"])
 def test_without_the_extra_a_bpe_tokenizer_says_how_to_install_it(spec, tmp_path, shakespeare_path):
     if spec.endswith(".json"):
@@ -338,6 +131,7 @@ def test_without_the_extra_a_bpe_tokenizer_says_how_to_install_it(spec, tmp_path
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.e2e
 def test_gpt2_offline_with_an_empty_tiktoken_cache_is_one_line(tmp_path, shakespeare_path):
     empty = tmp_path / "tiktoken-cache"
     empty.mkdir()
@@ -350,6 +144,7 @@ def test_gpt2_offline_with_an_empty_tiktoken_cache_is_one_line(tmp_path, shakesp
     assert list(empty.iterdir()) == [] and not (tmp_path / "o").exists()
 
 
+@pytest.mark.e2e
 def test_help_imports_no_tokenizer_library():
     code = """import sys
 from bigram_jax.cli.train import train_main
@@ -367,8 +162,7 @@ print('LOADED', sorted(m for m in ('tiktoken', 'tokenizers') if sys.modules.get(
     assert r.returncode == 0 and "LOADED []" in r.stdout, r.stderr
 
 
-# 6. the checkpoint records the tokenizer completely ---------------------------------------------------------
-
+@pytest.mark.e2e
 def test_checkpoint_keeps_the_tokenizer_json_whole_under_its_checksum(hf_json, plugin, tmp_path, shakespeare_path):
     mine = tmp_path / "mine.json"
     shutil.copy(hf_json, mine)
@@ -401,15 +195,15 @@ def test_checkpoint_keeps_the_tokenizer_json_whole_under_its_checksum(hf_json, p
     one_line(r, 2, "checksum")
 
 
-def test_export_writes_both_files_without_the_tokenizer_library(bpe, tmp_path):
-    """export_torch.py copies the checkpoint's tokenizer record as it is: with tiktoken and tokenizers absent (or
-    tiktoken's file not downloadable) both files are written, and nothing is half-written before a refusal."""
-    pytest.importorskip("torch")
-    out = tmp_path / "X.pt"
-    code = ("import sys; sys.modules['tiktoken'] = sys.modules['tokenizers'] = None; "
-            "from torch_ref.cli import export_main; "
-            f"sys.exit(export_main(['--checkpoint', {str(bpe.run)!r}, '--out', {str(out)!r}]))")
-    r = _python(code)
-    assert r.returncode == 0, r.stderr
-    info = json.loads((tmp_path / "X.tokenizer.json").read_text())
-    assert info["tokenizer"] == load_checkpoint(bpe.run).meta["tokenizer"] and out.is_file()
+def test_tiktoken_ids_with_no_bytes_decode_as_replacement_characters():
+    """cl100k_base and o200k_base leave some ids without bytes, and a table samples them: U+FFFD, not a crash."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from bigram_jax.corpus.bpe import Tiktoken
+    from bigram_jax.corpus.tokenizers import show
+
+    enc = tiktoken.Encoding(name="gaps", pat_str=r"\S+|\s+", mergeable_ranks={bytes([b]): b for b in range(256)},
+                            special_tokens={"<|end|>": 300})  # ids 256..299 have no bytes
+    tok = Tiktoken("gaps", enc)
+    assert tok.vocab_size == 301
+    assert tok.decode([65, 260, 66]) == "A\ufffdB"
+    assert show(tok, np.array([65, 299, 300, 66])) == "A\ufffd<|end|>B"

@@ -1,43 +1,26 @@
-"""Texts encoded into the cache, and tokenizers' edges: what a review of the tokenizer work found (each test failed
-before its fix)."""
+"""Texts encoded into the cache (bigram_jax/corpus/text_file.py): streamed, never stale, changes refused."""
 from __future__ import annotations
 
 import os
-import pickle
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bigram_jax.corpus import text_file
 from bigram_jax.config import make_config
+from bigram_jax.corpus import text_file
 from bigram_jax.corpus.load import load_corpus
-from bigram_jax.errors import UserError
 from bigram_jax.corpus.tokenizers import CharTokenizer
-from tests.conftest import run_script
+from bigram_jax.errors import UserError
+from tests.conftest import env_of, ok, one_line, rewrite_keeping_times, said
 
-pytestmark = pytest.mark.usefixtures("own_cache")  # (conftest.py)
+FAST = ["--sample-tokens", "0", "--eval-interval", "50"]
 
-
-def _meta_pkl(folder: Path, text: str) -> Path:
-    chars = sorted(set(text))
-    path = folder / "meta.pkl"
-    path.write_bytes(pickle.dumps({"vocab_size": len(chars), "itos": dict(enumerate(chars)),
-                                   "stoi": {c: i for i, c in enumerate(chars)}}))
-    return path
-
-
-def test_a_text_read_with_a_character_meta_pkl_trains_as_the_text(tmp_path, shakespeare_path, shakespeare_text):
-    """nanoGPT's character table on the text itself (not its .bin): the same data and floor lines as the run on
-    the text's own characters (the table holds none of the probes' digits: no probe applies to characters)."""
-    meta = _meta_pkl(tmp_path, shakespeare_text)
-    lines = []
-    for extra in ([], ["--tokenizer", str(meta)]):
-        r = run_script("train.py", "--data", str(shakespeare_path), "--max-iters", "20", "--eval-interval", "20",
-                       "--sample-tokens", "0", "--out-dir", str(tmp_path / f"r{len(extra)}"), *extra)
-        assert r.returncode == 0, r.stderr
-        lines.append([x for x in r.stdout.splitlines() if x.startswith(("floor:", "step"))])
-    assert lines[0] == lines[1]
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def test_a_large_character_text_needs_no_line_breaks(tmp_path, monkeypatch):
@@ -93,15 +76,104 @@ def test_an_unwritable_cache_is_one_clear_line_for_a_text_to_encode(tmp_path, mo
         text_file.encode_to_cache(path, path.stat(), CharTokenizer.from_text(shakespeare_text))
 
 
-def test_tiktoken_ids_with_no_bytes_decode_as_replacement_characters():
-    """cl100k_base and o200k_base leave some ids without bytes, and a table samples them: U+FFFD, not a crash."""
-    tiktoken = pytest.importorskip("tiktoken")
-    from bigram_jax.corpus.bpe import Tiktoken
-    from bigram_jax.corpus.tokenizers import show
+def test_a_large_text_is_encoded_streaming_into_the_same_run(tmp_path, monkeypatch, shakespeare_path):
+    """Above IN_MEMORY_MAX a text is encoded in pieces into a cached token file: the same corpus, the same run."""
+    from bigram_jax.corpus import text_file
 
-    enc = tiktoken.Encoding(name="gaps", pat_str=r"\S+|\s+", mergeable_ranks={bytes([b]): b for b in range(256)},
-                            special_tokens={"<|end|>": 300})  # ids 256..299 have no bytes
-    tok = Tiktoken("gaps", enc)
-    assert tok.vocab_size == 301
-    assert tok.decode([65, 260, 66]) == "A\ufffdB"
-    assert show(tok, np.array([65, 299, 300, 66])) == "A\ufffd<|end|>B"
+    small = load_corpus(make_config({"data": str(shakespeare_path)}))
+    monkeypatch.setattr(text_file, "IN_MEMORY_MAX", 1000)
+    monkeypatch.setattr(text_file, "CHUNK", 4099)  # reads that split multi-byte characters and lines
+    big = load_corpus(make_config({"data": str(shakespeare_path)}))
+    assert big.train_file is not None and big.tokenizer == small.tokenizer and big.sha256 == small.sha256
+    np.testing.assert_array_equal(np.asarray(big.train), small.train)
+    np.testing.assert_array_equal(big.val_counts.dense(), small.val_counts.dense())
+    (tmp_path / "bad.txt").write_bytes(b"ok\n" * 400 + b"\xff\xfe" + b"ok\n" * 400)
+    with pytest.raises(UserError, match="not UTF-8 text.*offset 1200"):
+        load_corpus(make_config({"data": str(tmp_path / "bad.txt")}))
+    cached = sorted((tmp_path / "cache" / "bigram_jax" / "text").rglob("tokens-*.bin"))
+    assert len(cached) == 1
+    raw = bytearray(cached[0].read_bytes())
+    raw[100] ^= 1  # a damaged cached encoding is noticed and rebuilt
+    cached[0].write_bytes(bytes(raw))
+    again = load_corpus(make_config({"data": str(shakespeare_path)}))
+    np.testing.assert_array_equal(np.asarray(again.train), small.train)
+
+
+def big_text_code(out: Path, data: Path, *args: str, chunk: int = 4099, patch: str = "") -> str:
+    """A `python -c` program: train_main on `data` through the large-text path (streamed, cached), `patch` first."""
+    argv = ["--data", str(data), "--out-dir", str(out), "--max-iters", "100", *FAST, *args]
+    return ("import sys\nfrom bigram_jax.corpus import text_file\n"
+            f"text_file.IN_MEMORY_MAX, text_file.CHUNK = 1000, {chunk}\n{patch}\n"
+            f"from bigram_jax.cli.train import train_main\nsys.exit(train_main({argv!r}))\n")
+
+
+def py(code: str, cache: Path | None = None, **kw) -> subprocess.CompletedProcess:
+    """`python -c code` with the repo importable (and the cache `cache`, else the test's own)."""
+    env = env_of(**({"XDG_CACHE_HOME": str(cache)} if cache else {}))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+@pytest.mark.e2e
+def test_a_large_text_rewritten_with_its_size_and_mtime_put_back_is_encoded_again(tmp_path, shakespeare_path):
+    """Issue 20, case 2 (large text): the last tenth of a streamed text replaced by other text of the same byte
+    length (a new character '~'), its mtime put back: the rerun prints what a run on an empty cache prints."""
+    data = tmp_path / "big.txt"
+    shutil.copyfile(shakespeare_path, data)
+    raw = data.read_bytes()
+    assert b"~" not in raw
+    tail = len(raw) // 10
+    first = ok(py(big_text_code(tmp_path / "first", data)))
+    rewrite_keeping_times(data, raw[:-tail] + (b"~zz\n" * tail)[:tail])
+    stale = ok(py(big_text_code(tmp_path / "stale", data)))
+    fresh = ok(py(big_text_code(tmp_path / "fresh", data), cache=tmp_path / "empty"))
+    assert said(stale, "data:", "floor:") == said(fresh, "data:", "floor:") != said(first, "data:", "floor:")
+
+
+GROW = """
+_pass1 = text_file._vocab_and_sha
+def _grown(path, *a, **k):
+    out = _pass1(path, *a, **k)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\\u03a9\\u03a9 zzz\\n" * 1000)
+    return out
+text_file._vocab_and_sha = _grown
+"""
+
+
+@pytest.mark.e2e
+def test_a_text_that_grows_while_it_is_encoded_is_refused(tmp_path, shakespeare_path):
+    """Issue 20, case 4: text with new characters appended between the large-text path's two passes: exit 2 and
+    one line "changed while it was encoded" (no wrong ids, no traceback)."""
+    data = tmp_path / "big.txt"
+    shutil.copyfile(shakespeare_path, data)
+    r = py(big_text_code(tmp_path / "o", data, patch=GROW))
+    one_line(r, 2, "changed while it was encoded")
+    assert data.stat().st_size > shakespeare_path.stat().st_size  # the patch did append
+
+
+TOGETHER = """
+import time
+_pass1 = text_file._vocab_and_sha
+def _at_once(*a, **k):
+    time.sleep(max(0.0, {start} - time.time()))
+    return _pass1(*a, **k)
+text_file._vocab_and_sha = _at_once
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_first_runs_on_one_large_text_at_once_agree(tmp_path, shakespeare_path, attempt):
+    """Issue 20, case 8: two runs started together on the same new large text and the same empty cache (their
+    encoding begun at the same moment) both succeed and print the same data, floor and step lines."""
+    data = tmp_path / "big.txt"
+    shutil.copyfile(shakespeare_path, data)
+    start = TOGETHER.format(start=time.time() + 8)  # both have imported JAX by then
+    procs = [subprocess.Popen([sys.executable, "-c", big_text_code(tmp_path / f"o{k}", data, patch=start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_of())
+             for k in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, (p.returncode, err[-3000:])
+    lines = [[x for x in o.splitlines() if x.startswith(("data:", "floor:", "step"))] for o, _ in outs]
+    assert lines[0] == lines[1] and len(lines[0]) >= 4, lines

@@ -1,26 +1,26 @@
-"""What a run does on a GPU or TPU that can be checked on this CPU: the memory plan and `auto`'s choices for the
-machine that may be lent (one H200, about 139 GiB, JAX's default pool of 75%), an accelerator that does not say
-its memory, the CPU-only compile options kept off it, and checksums summed on the device kept between runs.
-"""
+"""What fits (bigram_jax/devices/memory.py): the plan and `auto` on lent GPUs, sizes checked at start."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import jax
-import numpy as np
 import pytest
 
-from bigram_jax.checkpoint import integrity
-from bigram_jax.devices import memory
-from bigram_jax.devices import parallel
-from bigram_jax.compile import programs
 from bigram_jax.config import Config
+from bigram_jax.devices import memory, parallel
 from bigram_jax.errors import UserError
-from bigram_jax.train import DRAW_STEPS, init_state
+from bigram_jax.train import DRAW_STEPS
+from tests.conftest import one_line, run_script
 
 GIB = 2**30
+
+
 H200_POOL = int(0.75 * 139 * GIB)  # XLA_PYTHON_CLIENT_PREALLOCATE's pool: XLA_PYTHON_CLIENT_MEM_FRACTION=.75
+
+
 GPT2_V = 50_304
+
+
 OPENWEBTEXT_TOKENS = 9_000_000_000
 
 
@@ -80,29 +80,14 @@ def test_an_accelerator_that_does_not_say_its_memory(monkeypatch):
     assert memory.data_home(cfg, OPENWEBTEXT_TOKENS, GPT2_V, _mesh()) == "host"
 
 
-def test_the_cpu_compile_options_stay_off_accelerators(monkeypatch):
-    """XLA:CPU's options would be unknown options to XLA:GPU or XLA:TPU: a program of any profile is compiled
-    with the platform's defaults there."""
-    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert programs.compile_options("loop") == programs.CPU_PROFILES["loop"]
-    for backend in ("gpu", "tpu"):
-        monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
-        assert [programs.compile_options(p) for p in (None, "loop", "once")] == [None, None, None]
-
-
-def test_checksums_on_a_device_match_the_hosts_and_are_kept_between_runs(tmp_path, monkeypatch):
-    """An accelerator's arrays are summed by one program on the device: the same numbers as numpy's on the host,
-    and a later process loads that program instead of compiling it at its first checkpoint."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(programs, "_LOADED", {})
-    jax.clear_caches()
-    state = init_state(Config(), 65)
-    on_host = integrity.checksums(state)
-    monkeypatch.setattr(integrity, "_in_host_memory", lambda arrays: False)  # as on a GPU or TPU
-    assert integrity.checksums(state) == on_host
-    assert len(list((tmp_path / "cache" / "bigram_jax" / "programs").glob("*.bin"))) == 1
-    monkeypatch.setattr(programs, "_LOADED", {})  # a new process: the program must come from the cache
-    jax.clear_caches()
-    monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
-    assert integrity.checksums(state) == on_host
-    assert on_host[".step"] == 0 and len(set(np.asarray(list(on_host.values())))) > 2
+@pytest.mark.e2e
+def test_sizes_are_checked_at_start_against_the_memory_there_is(tmp_path, run):
+    (tmp_path / "big.json").write_text('{"max_iters": 1e100}')
+    (tmp_path / "str.json").write_text('{"batch_size": "32"}')
+    for argv, msg in ((["--batch-size", str(10**9)], "GiB are available"), (["--sample-tokens", str(10**10)], "2**31"),
+                      (["--config", str(tmp_path / "big.json")], "max_iters"),
+                      (["--config", str(tmp_path / "str.json")], "batch_size must be an int")):
+        one_line(run_script("train.py", *argv, "--out-dir", str(tmp_path / "o")), 2, msg)
+    assert not (tmp_path / "o").exists()
+    for argv, msg in ((["--num-tokens", str(10**10)], "2**31"), (["--num-samples", str(10**9)], "GiB are available")):
+        one_line(run_script("sample.py", "--checkpoint", str(run), *argv), 2, msg)

@@ -1,48 +1,22 @@
-"""Scale-out: 1 vs 4 devices, the table sharded over devices, and two processes joined by jax.distributed.
-
-Several CPU devices come from XLA_FLAGS in a subprocess (a process's device count is fixed at start);
-two processes on localhost talk through JAX's gloo CPU collectives.
-"""
+"""Scale-out (bigram_jax/devices/parallel.py): 1 vs 4 devices, a sharded table, two processes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from bigram_jax.errors import UserError
-from bigram_jax.config import resolve_loss
-from tests.conftest import ROOT, _shakespeare, run_script
+from tests.conftest import assert_same_losses, devices_env, one_line, run_script, two_processes
+from tests.conftest import free_port as _free_port
+from tests.conftest import train_on_devices as train
+
+pytestmark = pytest.mark.e2e
+
 
 V_BIG = 8000  # a 64M-parameter table: 256 MB, 768 MB with both AdamW moments
-
-
-def devices_env(n: int) -> dict:
-    """The environment variable that gives a process `n` host CPU devices."""
-    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-
-
-def train(out: Path, *args: str, devices: int = 1) -> tuple[dict, list[dict], str]:
-    """Run train.py; (summary, metrics rows, stdout)."""
-    r = run_script("train.py", "--out-dir", str(out), *args, env=devices_env(devices))
-    assert r.returncode == 0, r.stderr
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return json.loads((out / "summary.json").read_text()), rows, r.stdout
-
-
-def assert_same_losses(a: list[dict], b: list[dict], tol: float) -> None:
-    """Same eval steps, exact train and val losses within `tol`."""
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        for k in ("train_loss", "val_loss"):
-            assert abs(ra[k] - rb[k]) <= tol, (ra["step"], k, ra[k], rb[k])
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +35,6 @@ def synth_small(tmp_path_factory) -> Path:
     r = run_script("synth_tokens.py", "--vocab-size", "512", "--tokens", "200000", "--out", str(path))
     assert r.returncode == 0, r.stderr
     return path
-
-
-def test_auto_loss_picks_the_cheaper_implementation():
-    assert resolve_loss("auto", 65, 32, 8) == "counts"  # the lecture: V^2 = 4,225 < B*T*V = 16,640
-    assert resolve_loss("auto", V_BIG, 32, 8) == "gather"  # V^2 = 64M >> B*T*V = 2M
-    assert resolve_loss("gather", 65, 32, 8) == "gather" and resolve_loss("counts", V_BIG, 32, 8) == "counts"
-    with pytest.raises(UserError, match="needs V\\^2 < 2\\^31"):  # int32 pair ids would wrap at GPT-2's V
-        resolve_loss("counts", 50304, 32, 8)
 
 
 @pytest.mark.parametrize("loss", ["counts", "gather"])
@@ -134,39 +100,6 @@ def test_both_losses_train_a_row_sharded_table(tmp_path, synth_small, loss):
     assert rows4[-1]["val_loss"] < rows4[0]["val_loss"] - 1.0
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def two_processes(out: Path, *args: str, stop_after: float | None = None) -> list[subprocess.CompletedProcess]:
-    """train.py as 2 processes of 2 CPU devices each, joined through a coordinator on localhost.
-
-    With `stop_after`, process 1 alone gets a SIGTERM that many seconds after process 0 logged step 0.
-    """
-    port = free_port()
-    env = {**os.environ, **devices_env(2), "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(_shakespeare()),
-           "JAX_PLATFORMS": "cpu"}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), "--out-dir", str(out), *args,
-                               "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                               "--process-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for i in range(2)]
-    try:
-        if stop_after is not None:
-            metrics, t0 = out / "metrics.jsonl", time.monotonic()
-            while not (metrics.exists() and metrics.read_text()) and time.monotonic() - t0 < 120:
-                time.sleep(0.1)
-            time.sleep(stop_after)
-            procs[1].send_signal(signal.SIGTERM)
-        outputs = [p.communicate(timeout=240) for p in procs]
-        return [subprocess.CompletedProcess(p.args, p.returncode, *o) for p, o in zip(procs, outputs)]
-    finally:
-        for p in procs:
-            p.kill()
-
-
 def test_two_processes_match_one_process(tmp_path, synth_small):
     # 4 devices in 2 processes: the batch split over 'data', the table's rows over 'model' (V = 512)
     args = ("--data", str(synth_small), "--eval-interval", "100", "--sample-tokens", "20", "--model-parallel", "2")
@@ -195,3 +128,16 @@ def test_two_processes_match_one_process(tmp_path, synth_small):
     assert rows[-1]["step"] == end and len(rows) >= 3
     by_step = {r["step"]: r for r in rows1}
     assert_same_losses(rows, [by_step[r["step"]] for r in rows], 1e-5)
+
+
+@pytest.mark.parametrize("pid", [0, 1])
+def test_an_unreachable_coordinator_is_named_at_once_and_ends_in_one_line(tmp_path, pid):
+    t = time.time()
+    r = run_script("train.py", "--distributed", "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2",
+                   "--process-id", str(pid), "--distributed-timeout", "3", "--out-dir", str(tmp_path / "o"))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "is joining the coordinator at 127.0.0.1" in lines[0] and "could not join" in lines[1]
+    assert time.time() - t < 30
+    for bad, msg in (("localhost", "HOST:PORT"), ("no.such.host.invalid:1234", "cannot resolve")):
+        one_line(run_script("train.py", "--distributed", "--coordinator", bad, "--out-dir", str(tmp_path)), 2, msg)

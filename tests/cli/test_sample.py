@@ -1,0 +1,56 @@
+"""scripts/sample.py (bigram_jax/cli/sample.py): samples from a checkpoint, bad input as one line."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_script, script
+
+pytestmark = pytest.mark.e2e
+
+
+def test_sample_from_checkpoint(trained, tmp_path):
+    a = run_script("sample.py", "--checkpoint", str(trained), "--prompt", "ROMEO:", "--num-tokens", "200",
+                   "--num-samples", "2", "--seed", "5")
+    b = run_script("sample.py", "--checkpoint", str(trained / "checkpoints"), "--prompt", "ROMEO:",
+                   "--num-tokens", "200", "--num-samples", "2", "--seed", "5")
+    c = run_script("sample.py", "--checkpoint", str(trained), "--prompt", "ROMEO:", "--num-tokens", "200",
+                   "--num-samples", "2", "--seed", "6")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout != c.stdout
+    assert a.stdout.count("ROMEO:") >= 2 and "step 600" in a.stderr and "step" not in a.stdout  # notes on stderr
+    (tmp_path / "p.txt").write_text("JULIET:")
+    d = run_script("sample.py", "--checkpoint", str(trained), "--step", "300", "--prompt-file", str(tmp_path / "p.txt"),
+                   "--num-tokens", "50", "--top-k", "3", "--temperature", "0.8", "--sampler", "cdf")
+    assert d.returncode == 0 and d.stdout.startswith("JULIET:") and len(d.stdout.rstrip("\n")) >= 57
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--prompt", "héllo€"], "2 character(s) not in the vocabulary: 'é', '€'"),
+    (["--prompt", ""], "prompt is empty"),
+    (["--step", "12345"], "no checkpoint at step 12345"),
+    (["--top-k", "0"], "top_k must be an integer in 1..65"),
+    (["--temperature", "0"], "temperature must be a positive"),
+    (["--num-tokens", "-5"], "--num-tokens must be >= 0"),
+    (["--prompt-file", "/nonexistent/p.txt"], "cannot read prompt file"),
+])
+def test_sample_bad_input(trained, argv, msg):
+    r = run_script("sample.py", "--checkpoint", str(trained), *argv)
+    assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.usefixtures("own_cache")
+def test_sample_speaks_the_meta_pkl_text(pair):
+    r = script("sample.py", "--checkpoint", str(pair["bin"][0]), "--prompt", "ROMEO:", "--num-tokens", "100")
+    assert r.returncode == 0 and r.stdout.startswith("ROMEO:") and len(r.stdout) == 6 + 100 + 1, (r.stdout, r.stderr)
+    same = script("sample.py", "--checkpoint", str(pair["text"][0]), "--prompt", "ROMEO:", "--num-tokens", "100")
+    assert same.stdout == r.stdout  # same table, same seed, same characters
+
+
+@pytest.mark.usefixtures("own_cache")
+def test_sample_puts_only_the_samples_on_stdout(pair):
+    r = script("sample.py", "--checkpoint", str(pair["text"][0]), "--prompt", "ROMEO:", "--num-tokens", "50",
+               "--num-samples", "2")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) == 2 * (6 + 50 + 1) and r.stdout.startswith("ROMEO:"), r.stdout
+    assert r.stdout[6 + 50:].startswith("\nROMEO:") and r.stdout.endswith("\n")
+    assert "sample" not in r.stdout and "sample 1" in r.stderr and "sample 2" in r.stderr
