@@ -85,6 +85,45 @@ def run_script(script: str, *args: str, timeout: float = 300, env: dict | None =
                           text=True, timeout=timeout, env=env, **kw)
 
 
+_MAINS = {"train.py": ("bigram_jax.cli.train", "train_main"), "sample.py": ("bigram_jax.cli.sample", "sample_main"),
+          "plot.py": ("bigram_jax.cli.plot", "plot_main"), "synth_tokens.py": ("bigram_jax.cli.synth", "synth_main"),
+          "export_torch.py": ("torch_ref.cli", "export_main"), "import_torch.py": ("torch_ref.cli", "import_main")}
+
+
+def run_cli(script: str, *args: str, env: dict | None = None, cwd: str | Path | None = None,
+            timeout: float | None = None) -> subprocess.CompletedProcess:
+    """scripts/<script> run in this process through its entry point: the exit status, stdout and stderr that
+    run_script gives, without a new interpreter and JAX start (this process's compiled programs serve again).
+    For tests of what a command does; a test of the process itself (signals, start-up, a cold cache, XLA's
+    cache, settings read once at import) keeps run_script. `env` (None removes a variable) and `cwd` hold for the
+    call; `timeout` is accepted for run_script's signature and not enforced here."""
+    import contextlib
+    import importlib
+    import io
+    from unittest import mock
+
+    module, name = _MAINS[script]
+    main = getattr(importlib.import_module(module), name)
+    out, err = io.StringIO(), io.StringIO()
+    over = {"BIGRAM_JAX_DATA": str(_shakespeare()), **(env or {})}
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    try:
+        os.environ.update({k: v for k, v in over.items() if v is not None})
+        for k in (k for k, v in over.items() if v is None):
+            os.environ.pop(k, None)
+        if cwd is not None:
+            os.chdir(cwd)
+        # XLA's persistent cache is the process's, set once: an in-process run leaves it as the tests have it
+        with mock.patch("bigram_jax.cli.train._compile_cache", lambda: None), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess([script, *args], rc, out.getvalue(), err.getvalue())
+
+
 def popen_script(script: str, *args: str) -> subprocess.Popen:
     """Start scripts/<script> in the background (for signal tests)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(_shakespeare()), "JAX_PLATFORMS": "cpu",
