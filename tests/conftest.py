@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import pickle
+import platform
 import signal
 import socket
 import struct
@@ -40,6 +41,42 @@ def _shakespeare() -> Path:
 
 
 os.environ.setdefault("BIGRAM_JAX_DATA", str(_shakespeare()))  # in-process CLI runs resolve the corpus too
+
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+# the newest stack may go without torch (its only build there is CUDA's, several GB): then the reference's tests and
+# those marked `torch` are left out, and the run's last lines say so once
+collect_ignore_glob = [] if HAVE_TORCH else ["torch_ref/*"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if HAVE_TORCH:
+        return
+    dropped = [item for item in items if item.get_closest_marker("torch")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("torch")]
+    config.stash[_DROPPED] = len(dropped)
+
+
+_DROPPED = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """The stack the suite ran on, in one line (and, without torch, what did not run, in one more)."""
+    from importlib import metadata
+
+    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    terminalreporter.write_line(f"stack: Python {platform.python_version()}, {', '.join(found)}")
+    if not HAVE_TORCH:
+        terminalreporter.write_line(f"torch is not installed: tests/torch_ref/ and {config.stash.get(_DROPPED, 0)} "
+                                    "tests marked torch did not run (pip install -e '.[dev]' runs them)")
 
 
 @pytest.fixture

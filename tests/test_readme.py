@@ -1,4 +1,4 @@
-"""The README's two commands, and CI running the second one verbatim."""
+"""The README's commands (the main job; the tests on each supported stack), and CI running the test commands verbatim."""
 from __future__ import annotations
 
 import re
@@ -8,21 +8,22 @@ import pytest
 from tests.conftest import ROOT
 
 
-def _two_commands() -> list[str]:
+def _commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```bash\n(.+?)\n```", section, flags=re.S)
 
 
-def test_readme_has_exactly_two_commands():
-    cmds = _two_commands()
-    assert len(cmds) == 2 and all("\n" not in c for c in cmds)
-    assert cmds[0].endswith("python scripts/train.py") and "pytest" in cmds[1]
+def test_readme_has_the_main_command_and_one_test_command_per_stack():
+    cmds = _commands()
+    assert len(cmds) == 3 and all("\n" not in c for c in cmds)
+    assert cmds[0].endswith("python scripts/train.py") and all("pytest" in c for c in cmds[1:])
+    assert cmds[1].startswith("python3 -m venv") and cmds[2].startswith("python3.13 -m venv")
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_commands():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert _two_commands()[1] in ci
+    assert all(c in ci for c in _commands()[1:])
     assert ci.index("torch==2.13.0") < ci.index("'.[dev]'")  # the CPU torch before anything that names torch
 
 
