@@ -64,7 +64,8 @@ def _train(argv: Sequence[str] | None) -> int:
         from bigram_jax.devices.parallel import initialize
 
         initialize(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
-    _compile_cache()
+    else:  # a run of several processes keeps out of JAX's compilation cache (see _compile_cache)
+        _compile_cache()
     from bigram_jax.checkpoint.resume import open_resume
     from bigram_jax.devices.parallel import is_primary
     from bigram_jax.run.job import train_and_evaluate
@@ -108,7 +109,11 @@ def _check_run_flags(args: argparse.Namespace, overrides: dict) -> None:
 
 
 def _compile_cache() -> None:
-    """Keep compiled programs in the user cache: a second run skips most of its compile time."""
+    """Keep compiled programs in the user cache: a second run skips most of its compile time.
+
+    Not for a run of several processes, as programs.py: on CPU JAX's cache key holds each process's own topology
+    and only process 0 writes, so process 0 would run executables from the cache while the others compile their
+    own; with jaxlib 0.12 (XLA:CPU) such a mix never completes the loop's first collective across processes."""
     import warnings
 
     import jax

@@ -17,6 +17,7 @@ user's cache folder. Runs of several processes compile as before (each must buil
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import functools
 import math
 import os
@@ -208,6 +209,27 @@ def _without_xla_cache() -> Iterator[None]:
             cc._cache_checked, cc._cache_used = saved
 
 
+@contextlib.contextmanager
+def _auto_layout_by_name() -> Iterator[None]:
+    """While a program is serialized, JAX's "no layout chosen" pickles by name.
+
+    Why: jax 0.12's avals hold that object, a singleton compared by identity, and pickle copies it by value. A
+    stored program would come back with avals holding a second copy, and so would the arrays it returns; tracing
+    with them then fails ('... so the layouts do not match'). Pickled as `Layout.AUTO`, it loads as itself."""
+    from jax.experimental.layout import Layout
+
+    kind = type(Layout.AUTO)
+    saved = copyreg.dispatch_table.get(kind)
+    copyreg.dispatch_table[kind] = lambda _: (getattr, (Layout, "AUTO"))
+    try:
+        yield
+    finally:
+        if saved is None:
+            copyreg.dispatch_table.pop(kind, None)
+        else:
+            copyreg.dispatch_table[kind] = saved
+
+
 def _compile_and_store(entry: Entry, fn: Any, args: tuple, out: Any, static: dict, options: dict | None
                        ) -> Callable:
     """Compile, and store the executable for later runs (skipped where it cannot be serialized or written)."""
@@ -221,7 +243,8 @@ def _compile_and_store(entry: Entry, fn: Any, args: tuple, out: Any, static: dic
     if not fresh:  # only what XLA compiled here and now is stored whole (see _compile)
         return program
     try:
-        payload = serialize(program)[0]
+        with _auto_layout_by_name():
+            payload = serialize(program)[0]
         device_ids = [d.id for d in program._executable._unloaded_executable.device_list]
     except (ValueError, NotImplementedError, AttributeError):
         return program
