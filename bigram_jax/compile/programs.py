@@ -143,14 +143,14 @@ def _knows(option: str, value: Any) -> bool:
 
 def compile_lowered(lowered: Any, profile: str | None) -> Any:
     """A jax Lowered compiled with a profile's options (for code that times compiles: the bench)."""
-    return _compile(lowered, compile_options(profile))[0]
+    return _compile(lowered, compile_options(profile), None)[0]
 
 
-def _compile(lowered: Any, options: dict | None) -> tuple[Any, bool]:
+def _compile(lowered: Any, options: dict | None, fn: Any) -> tuple[Any, bool]:
     """(lowered.compile with the known `options`, whether XLA compiled it here and now: JAX hands back an executable
     it already holds in memory without compiling, and that one may have come from its persistent cache, see
     _without_xla_cache)."""
-    target = getattr(getattr(lowered, "_lowering", None), "_name", None)  # 'jit(fn)': JAX's name for the compile
+    target = f"jit({fn.__name__})" if fn is not None else None  # the name JAX's compile events give it
     options = known_options(options)
     names, hits_before = _seen()
     n = len(names)
@@ -236,7 +236,7 @@ def _compile_and_store(entry: Entry, fn: Any, args: tuple, out: Any, static: dic
     from jax.experimental.serialize_executable import serialize
 
     with _without_xla_cache():
-        program, fresh = _compile(fn.lower(*args, **static), options)
+        program, fresh = _compile(fn.lower(*args, **static), options, fn)
     if program.out_tree != jax.tree_util.tree_structure(out):
         raise TypeError(f"{fn.__qualname__}: `out` is shaped {jax.tree_util.tree_structure(out)}, "
                         f"the program returns {program.out_tree}")
@@ -245,12 +245,25 @@ def _compile_and_store(entry: Entry, fn: Any, args: tuple, out: Any, static: dic
     try:
         with _auto_layout_by_name():
             payload = serialize(program)[0]
-        device_ids = [d.id for d in program._executable._unloaded_executable.device_list]
-    except (ValueError, NotImplementedError, AttributeError):
+        device_ids = [d.id for d in _execution_devices(program)]
+    except (ValueError, NotImplementedError):
         return program
     if cache.write(*entry, {"payload": np.frombuffer(payload, np.uint8), "devices": np.array(device_ids)}):
         _prune(entry[0])
     return program
+
+
+def _execution_devices(program: Any) -> list:
+    """The devices a compiled program runs on, in its order, from its arguments' and results' shardings: a mesh's
+    devices as the mesh lays them out, else the one device of a single-device program."""
+    shardings = jax.tree_util.tree_leaves((program.input_shardings, program.output_shardings))
+    for s in shardings:
+        if isinstance(s, jax.sharding.NamedSharding):
+            return list(s.mesh.devices.flat)
+    devices = {d for s in shardings for d in s.device_set}
+    if len(devices) != 1:
+        raise ValueError(f"cannot tell the order of a program's {len(devices)} devices from its shardings")
+    return list(devices)
 
 
 def _prune(kept: Path) -> None:
