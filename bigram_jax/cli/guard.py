@@ -43,10 +43,23 @@ def guard(prog: str, fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:  # Ctrl-C where install_stop_handlers was not called (the library in-process)
         print(f"{prog}: stopped by SIGINT", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # whoever read stdout has gone (`sample.py | head`): nothing is left to say to it
+        _mute_stdout()
+        return 128 + signal.SIGPIPE
     except OSError as e:  # the file system said no: read-only, not a folder, disk full...
         where = f": {e.filename}" if e.filename else ""
         print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+
+
+def _mute_stdout() -> None:
+    """Send what is left of stdout to /dev/null: its reader has gone, and the final flush must not fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # stdout is no file (captured): nothing to mute
+        pass
 
 
 def exit_now(rc: int) -> NoReturn:
