@@ -89,7 +89,12 @@ def _sample(argv: Sequence[str] | None) -> int:
     check_fits({"samples": 4.0 * args.num_samples * args.num_tokens, "keys": 12.0 * args.num_tokens})
     ck = load_checkpoint(args.checkpoint or latest_run(RUNS), args.step)
     tok = ck.tokenizer
-    idx = np.tile(_prompt_ids(args, tok, ck.meta["vocab_size"]), (args.num_samples, 1))  # (S, T)
+    prompt = _prompt_ids(args, tok, ck.meta["vocab_size"])  # (T,)
+    # the prompt's copies and the samples that extend them (int32), the host's copy of the new ids, the draws' keys
+    S, T, N = args.num_samples, len(prompt), args.num_tokens
+    check_fits({"prompt copies": 4.0 * S * T, "samples": 4.0 * S * (T + N), "new ids": 4.0 * S * N,
+                "keys": 12.0 * N})
+    idx = np.tile(prompt, (S, 1))  # (S, T)
     out = interruptible(lambda: generate(ck.params, jax.random.key(args.seed), idx, args.num_tokens,
                                          temperature=args.temperature, top_k=args.top_k, sampler=args.sampler,
                                          run=programs.run_sample))
