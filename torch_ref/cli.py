@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -25,13 +26,15 @@ def _export(argv: Sequence[str] | None) -> int:
     out = Path(args.out)
     beside = out.with_suffix(".tokenizer.json")  # what the ids mean: the checkpoint's tokenizer, as recorded
     for path in (out, beside):
-        if path.exists():
+        if os.path.lexists(path):  # a link too, dangling or not: nothing is written through one
             raise UserError(f"{path} exists; choose another --out (nothing was changed)")
     # from the metadata as it is: rebuilding the tokenizer would need its library (and tiktoken's download)
     V = ck.meta["vocab_size"]
     record = ck.meta.get("tokenizer") or from_record(None, ck.vocab, V).record()
     save_torch_state_dict(ck.params, out)
-    beside.write_text(json.dumps({"vocab_size": V, "tokenizer": record}, ensure_ascii=False) + "\n")
+    tmp = beside.with_name(f".{beside.name}.partial")  # written whole, then renamed, as the .pt
+    tmp.write_text(json.dumps({"vocab_size": V, "tokenizer": record}) + "\n")  # (\\u escapes: any character)
+    tmp.replace(beside)
     print(f"wrote {out}: token_embedding_table.weight {V}x{V} from step {ck.step}; and {beside}: its tokenizer, "
           f"{describe_record(ck.meta.get('tokenizer'), ck.vocab)}")
     return 0

@@ -11,6 +11,7 @@ import torch
 
 from bigram_jax.errors import UserError
 from bigram_jax.model import params_of, table_of
+from bigram_jax.store.files import check_regular
 
 KEY = "token_embedding_table.weight"
 DTYPES = {torch.float16: jnp.float16, torch.bfloat16: jnp.bfloat16, torch.float32: jnp.float32,
@@ -84,6 +85,7 @@ def save_torch_state_dict(params: Any, path: str | Path) -> None:
 
 def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a torch .pt state_dict safely (weights_only: no code runs from the file)."""
+    check_regular(Path(path), "state_dict file")  # a FIFO would block, a device never end
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
