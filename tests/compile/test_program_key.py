@@ -15,8 +15,6 @@ from bigram_jax.evaluate import exact_loss
 from bigram_jax.train import init_on, init_state, train_steps
 from tests.conftest import ok, run_script, train
 
-FAST = ["--sample-tokens", "0", "--eval-interval", "50"]
-
 
 def _name(fn, args, static):
     return program_key.key(fn, args, static)[0]
@@ -112,10 +110,11 @@ def test_the_program_key_sees_a_jax_setting_changed_after_the_first_program():
 @pytest.mark.usefixtures("own_cache")
 def test_the_program_key_sees_the_backend_settings(tmp_path, own_cache):
     """Issue 20, case 6 (processes): LIBTPU_INIT_ARGS set makes a warmed cache store new programs; the same run
-    without it again stores none."""
+    without it again stores none. (Processes: the backend's settings are read once per process, and what each
+    process stores is counted.)"""
     programs = own_cache / "bigram_jax" / "programs"
     count = lambda: len(list(programs.glob("*.bin")))  # noqa: E731
-    args = ["--max-iters", "50", *FAST]
+    args = ["--max-iters", "10", "--sample-tokens", "0", "--eval-interval", "10"]
     ok(train(tmp_path / "warm", *args))
     warm = count()
     ok(run_script("train.py", "--out-dir", str(tmp_path / "tpu"), *args, env={"LIBTPU_INIT_ARGS": "--foo"}))

@@ -63,11 +63,26 @@ def _train(data: np.ndarray, cfg: Config) -> tuple[jax.Array, np.ndarray]:
     return np.asarray(loss), np.asarray(table_of(state.params))
 
 
-def test_a_stored_program_loads_and_gives_the_same_bits(cache, shakespeare_text, monkeypatch):
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, shakespeare_text) -> tuple[str, bytes, tuple]:
+    """What a first run leaves: _train's program compiled and stored by a process that held none, into an empty
+    cache: (the entry's file name, its bytes, the losses and table that run computed). Read-only for the tests,
+    which put the entry into a cache of their own."""
+    home = tmp_path_factory.mktemp("stored")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(home))
+        _as_new_process(mp)
+        fresh = _train(_tokens(shakespeare_text[:20000]), Config(max_iters=40))
+    entries = list((home / "bigram_jax" / "programs").glob("*.bin"))
+    assert len(entries) == 1, entries
+    return entries[0].name, entries[0].read_bytes(), fresh
+
+
+def test_a_stored_program_loads_and_gives_the_same_bits(cache, stored, shakespeare_text, monkeypatch):
     data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
-    fresh = _train(data, cfg)
-    assert len(list(cache.glob("*.bin"))) == 1
-    _as_new_process(monkeypatch)
+    name, blob, fresh = stored
+    cache.mkdir(parents=True)
+    (cache / name).write_bytes(blob)
     monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
     loaded = _train(data, cfg)
     np.testing.assert_array_equal(loaded[0], fresh[0])
@@ -75,11 +90,12 @@ def test_a_stored_program_loads_and_gives_the_same_bits(cache, shakespeare_text,
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
-def test_a_damaged_entry_is_compiled_afresh_and_replaced(cache, shakespeare_text, monkeypatch, damage):
+def test_a_damaged_entry_is_compiled_afresh_and_replaced(cache, stored, shakespeare_text, monkeypatch, damage):
     data, cfg = _tokens(shakespeare_text[:20000]), Config(max_iters=40)
-    fresh = _train(data, cfg)
-    (entry,) = cache.glob("*.bin")
-    blob = bytearray(entry.read_bytes())
+    name, blob, fresh = stored
+    cache.mkdir(parents=True)
+    entry = cache / name
+    blob = bytearray(blob)
     if damage == "flip":
         blob[len(blob) // 2] ^= 0x40
     damaged = bytes(blob[: len(blob) // 3] if damage == "truncate" else b"" if damage == "empty" else blob)
@@ -147,7 +163,7 @@ def test_a_warm_run_lowers_none_of_its_programs(tmp_path):
     ours = ("init_on", "train_steps", "exact_loss", "learning_rate", "copy_state", "sample_key", "sample_categorical")
     runs = []
     for i in range(2):
-        r = run_script("train.py", "--max-iters", "60", "--eval-interval", "30", "--out-dir", str(tmp_path / f"r{i}"),
+        r = run_script("train.py", "--max-iters", "20", "--eval-interval", "10", "--out-dir", str(tmp_path / f"r{i}"),
                        env=env)
         assert r.returncode == 0, r.stderr
         lowered = {n for n in ours if f"Compiling jit({n})" in r.stderr}

@@ -1,9 +1,11 @@
 """BPE tokenizers (bigram_jax/corpus/bpe.py): trained on, sampled, recorded whole; the extra absent or offline."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from bigram_jax import load_checkpoint
 from bigram_jax.corpus.bpe import EXTRA
 from bigram_jax.model import table_of
-from tests.conftest import TK_NAME, _env, _paragraphs, _python, one_line, run_script, write_plugin
+from tests.conftest import TK_NAME, _env, _paragraphs, _python, one_line, run_cli, run_script, write_plugin
 from tests.conftest import metric_rows as _rows
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -30,11 +32,13 @@ def test_bpe_run_names_its_tokenizer_and_samples_text(bpe, plugin):
     summary = json.loads((bpe.run / "summary.json").read_text())
     assert summary["vocab_size"] == V and len(summary["sample"]) > 100, summary  # 100 tokens of text
     assert not all(w.isdigit() for w in summary["sample"].split())
-    r = run_script("sample.py", "--checkpoint", str(bpe.run), "--num-tokens", "60", env=_env(plugin))
+    # the tokenizer.json's run samples in this process; the tiktoken encoding is a plugin's, found on PYTHONPATH
+    # by tiktoken's registry (read once per process): a process of its own
+    sample = run_cli if bpe.kind == "json" else functools.partial(run_script, env=_env(plugin))
+    r = sample("sample.py", "--checkpoint", str(bpe.run), "--num-tokens", "60")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     assert not all(w.isdigit() for w in r.stdout.split()), r.stdout  # text, not ids
-    r = run_script("sample.py", "--checkpoint", str(bpe.run), "--prompt", "ROMEO:", "--num-tokens", "60",
-                   env=_env(plugin))
+    r = sample("sample.py", "--checkpoint", str(bpe.run), "--prompt", "ROMEO:", "--num-tokens", "60")
     assert r.returncode == 0 and r.stdout.startswith("ROMEO:") and len(r.stdout) > len("ROMEO:") + 30, r
     assert "Traceback" not in r.stderr
 
@@ -109,7 +113,8 @@ def test_a_tokenizer_json_that_adds_a_prefix_space_is_encoded_as_one_text_or_ref
 @pytest.mark.parametrize("bpe", ["tiktoken"], indirect=True)
 def test_another_table_under_the_encodings_name_is_refused(bpe, tk_ranks, tmp_path):
     """A tiktoken checkpoint records its encoding's name and the digest of its BPE table: the same name with one
-    merge fewer is not the tokenizer the run was trained with."""
+    merge fewer is not the tokenizer the run was trained with. (A process of its own: tiktoken finds a plugin's
+    encodings once per process.)"""
     last = max(tk_ranks, key=tk_ranks.get)
     fewer = write_plugin(tmp_path / "fewer", {t: i for t, i in tk_ranks.items() if t != last})
     r = run_script("sample.py", "--checkpoint", str(bpe.run), "--num-tokens", "5", env=_env(fewer))
@@ -119,14 +124,15 @@ def test_another_table_under_the_encodings_name_is_refused(bpe, tk_ranks, tmp_pa
 BLOCKED = "import sys\nsys.modules['tiktoken'] = None\nsys.modules['tokenizers'] = None\n"
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("spec", ["gpt2", "x.json"])
-def test_without_the_extra_a_bpe_tokenizer_says_how_to_install_it(spec, tmp_path, shakespeare_path):
+def test_without_the_extra_a_bpe_tokenizer_says_how_to_install_it(spec, tmp_path, shakespeare_path, monkeypatch):
     if spec.endswith(".json"):
         (tmp_path / spec).write_text("{}")
         spec = str(tmp_path / spec)
-    args = ["--data", str(shakespeare_path), "--tokenizer", spec, "--max-iters", "5", "--out-dir", str(tmp_path / "o")]
-    r = _python(BLOCKED + f"from bigram_jax.cli.train import train_main\nsys.exit(train_main({args!r}))")
+    for name in ("tiktoken", "tokenizers"):  # as BLOCKED does: `import` of either fails, loaded or not
+        monkeypatch.setitem(sys.modules, name, None)
+    r = run_cli("train.py", "--data", str(shakespeare_path), "--tokenizer", spec, "--max-iters", "5", "--out-dir",
+                str(tmp_path / "o"))
     one_line(r, 2, EXTRA)
     assert not (tmp_path / "o").exists()
 
@@ -162,14 +168,13 @@ print('LOADED', sorted(m for m in ('tiktoken', 'tokenizers') if sys.modules.get(
     assert r.returncode == 0 and "LOADED []" in r.stdout, r.stderr
 
 
-@pytest.mark.e2e
-def test_checkpoint_keeps_the_tokenizer_json_whole_under_its_checksum(hf_json, plugin, tmp_path, shakespeare_path):
+def test_checkpoint_keeps_the_tokenizer_json_whole_under_its_checksum(hf_json, tmp_path, shakespeare_path):
     mine = tmp_path / "mine.json"
     shutil.copy(hf_json, mine)
     content = mine.read_text(encoding="utf-8")
     run = tmp_path / "run"
-    r = run_script("train.py", "--data", str(shakespeare_path), "--tokenizer", str(mine), "--max-iters", "20",
-                   "--eval-interval", "10", "--sample-tokens", "0", "--out-dir", str(run), env=_env(plugin))
+    r = run_cli("train.py", "--data", str(shakespeare_path), "--tokenizer", str(mine), "--max-iters", "20",
+                "--eval-interval", "10", "--sample-tokens", "0", "--out-dir", str(run))
     assert r.returncode == 0, r.stderr
     step = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
     metadata = run / "checkpoints" / str(step) / "meta" / "metadata"
@@ -183,15 +188,13 @@ def test_checkpoint_keeps_the_tokenizer_json_whole_under_its_checksum(hf_json, p
     line = "ROMEO:\nO, she doth teach the torches to burn bright!"
     assert tok.encode(line).tolist() == original.encode(line, add_special_tokens=False).ids
     assert tok.decode(tok.encode(line)) == line
-    r = run_script("sample.py", "--checkpoint", str(run), "--prompt", "ROMEO:", "--num-tokens", "20",
-                   env=_env(plugin))
+    r = run_cli("sample.py", "--checkpoint", str(run), "--prompt", "ROMEO:", "--num-tokens", "20")
     assert r.returncode == 0 and r.stdout.startswith("ROMEO:"), r.stderr
 
     raw = metadata.read_text()
     at = raw.index("vocab", raw.index('"json"'))  # one character inside the recorded tokenizer.json
     metadata.write_text(raw[:at] + "V" + raw[at + 1:])
-    r = run_script("sample.py", "--checkpoint", str(run), "--prompt", "ROMEO:", "--num-tokens", "20",
-                   env=_env(plugin))
+    r = run_cli("sample.py", "--checkpoint", str(run), "--prompt", "ROMEO:", "--num-tokens", "20")
     one_line(r, 2, "checksum")
 
 

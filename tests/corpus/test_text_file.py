@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,9 @@ from bigram_jax.corpus import text_file
 from bigram_jax.corpus.load import load_corpus
 from bigram_jax.corpus.tokenizers import CharTokenizer
 from bigram_jax.errors import UserError
-from tests.conftest import env_of, ok, one_line, rewrite_keeping_times, said
+from tests.conftest import env_of, ok, one_line, rewrite_keeping_times, run_cli, said
 
-FAST = ["--sample-tokens", "0", "--eval-interval", "50"]
+FAST = ["--sample-tokens", "0", "--eval-interval", "10"]
 
 pytestmark = pytest.mark.usefixtures("own_cache")
 
@@ -99,21 +98,26 @@ def test_a_large_text_is_encoded_streaming_into_the_same_run(tmp_path, monkeypat
     np.testing.assert_array_equal(np.asarray(again.train), small.train)
 
 
+def big_text_argv(out: Path, data: Path, *args: str) -> list[str]:
+    """train.py's flags for a short run on `data` into `out`."""
+    return ["--data", str(data), "--out-dir", str(out), "--max-iters", "20", *FAST, *args]
+
+
+@pytest.fixture
+def streamed(monkeypatch) -> None:
+    """The large-text path (streamed, cached) for a text of any size, in this process."""
+    monkeypatch.setattr(text_file, "IN_MEMORY_MAX", 1000)
+    monkeypatch.setattr(text_file, "CHUNK", 4099)
+
+
 def big_text_code(out: Path, data: Path, *args: str, chunk: int = 4099, patch: str = "") -> str:
     """A `python -c` program: train_main on `data` through the large-text path (streamed, cached), `patch` first."""
-    argv = ["--data", str(data), "--out-dir", str(out), "--max-iters", "100", *FAST, *args]
     return ("import sys\nfrom bigram_jax.corpus import text_file\n"
             f"text_file.IN_MEMORY_MAX, text_file.CHUNK = 1000, {chunk}\n{patch}\n"
-            f"from bigram_jax.cli.train import train_main\nsys.exit(train_main({argv!r}))\n")
+            f"from bigram_jax.cli.train import train_main\nsys.exit(train_main({big_text_argv(out, data, *args)!r}))\n")
 
 
-def py(code: str, cache: Path | None = None, **kw) -> subprocess.CompletedProcess:
-    """`python -c code` with the repo importable (and the cache `cache`, else the test's own)."""
-    env = env_of(**({"XDG_CACHE_HOME": str(cache)} if cache else {}))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, **kw)
-
-
-@pytest.mark.e2e
+@pytest.mark.usefixtures("streamed")
 def test_a_large_text_rewritten_with_its_size_and_mtime_put_back_is_encoded_again(tmp_path, shakespeare_path):
     """Issue 20, case 2 (large text): the last tenth of a streamed text replaced by other text of the same byte
     length (a new character '~'), its mtime put back: the rerun prints what a run on an empty cache prints."""
@@ -122,42 +126,44 @@ def test_a_large_text_rewritten_with_its_size_and_mtime_put_back_is_encoded_agai
     raw = data.read_bytes()
     assert b"~" not in raw
     tail = len(raw) // 10
-    first = ok(py(big_text_code(tmp_path / "first", data)))
+    first = ok(run_cli("train.py", *big_text_argv(tmp_path / "first", data)))
     rewrite_keeping_times(data, raw[:-tail] + (b"~zz\n" * tail)[:tail])
-    stale = ok(py(big_text_code(tmp_path / "stale", data)))
-    fresh = ok(py(big_text_code(tmp_path / "fresh", data), cache=tmp_path / "empty"))
+    stale = ok(run_cli("train.py", *big_text_argv(tmp_path / "stale", data)))
+    fresh = ok(run_cli("train.py", *big_text_argv(tmp_path / "fresh", data),
+                       env={"XDG_CACHE_HOME": str(tmp_path / "empty")}))
     assert said(stale, "data:", "floor:") == said(fresh, "data:", "floor:") != said(first, "data:", "floor:")
 
 
-GROW = """
-_pass1 = text_file._vocab_and_sha
-def _grown(path, *a, **k):
-    out = _pass1(path, *a, **k)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("\\u03a9\\u03a9 zzz\\n" * 1000)
-    return out
-text_file._vocab_and_sha = _grown
-"""
-
-
-@pytest.mark.e2e
-def test_a_text_that_grows_while_it_is_encoded_is_refused(tmp_path, shakespeare_path):
+@pytest.mark.usefixtures("streamed")
+def test_a_text_that_grows_while_it_is_encoded_is_refused(tmp_path, shakespeare_path, monkeypatch):
     """Issue 20, case 4: text with new characters appended between the large-text path's two passes: exit 2 and
     one line "changed while it was encoded" (no wrong ids, no traceback)."""
+    pass1 = text_file._vocab_and_sha
+
+    def grown(path, *a, **k):
+        out = pass1(path, *a, **k)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\u03a9\u03a9 zzz\n" * 1000)
+        return out
+
+    monkeypatch.setattr(text_file, "_vocab_and_sha", grown)
     data = tmp_path / "big.txt"
     shutil.copyfile(shakespeare_path, data)
-    r = py(big_text_code(tmp_path / "o", data, patch=GROW))
+    r = run_cli("train.py", *big_text_argv(tmp_path / "o", data))
     one_line(r, 2, "changed while it was encoded")
     assert data.stat().st_size > shakespeare_path.stat().st_size  # the patch did append
 
 
 TOGETHER = """
-import time
-_pass1 = text_file._vocab_and_sha
-def _at_once(*a, **k):
-    time.sleep(max(0.0, {start} - time.time()))
-    return _pass1(*a, **k)
-text_file._vocab_and_sha = _at_once
+import os, time
+_locked = text_file._locked
+def _at_once(*a, **k):  # each run, ready to lock the text's cache folder, waits there for the other
+    open(os.path.join({ready!r}, "{k}"), "w").close()
+    deadline = time.monotonic() + 240  # a hang guard only: the other run gets here in seconds
+    while len(os.listdir({ready!r})) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return _locked(*a, **k)
+text_file._locked = _at_once
 """
 
 
@@ -165,13 +171,14 @@ text_file._vocab_and_sha = _at_once
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_first_runs_on_one_large_text_at_once_agree(tmp_path, shakespeare_path, attempt):
     """Issue 20, case 8: two runs started together on the same new large text and the same empty cache (their
-    encoding begun at the same moment) both succeed and print the same data, floor and step lines."""
+    encoding begun at the same moment: each waits there for the other) both succeed and print the same data,
+    floor and step lines."""
     data = tmp_path / "big.txt"
     shutil.copyfile(shakespeare_path, data)
-    start = TOGETHER.format(start=time.time() + 8)  # both have imported JAX by then
-    procs = [subprocess.Popen([sys.executable, "-c", big_text_code(tmp_path / f"o{k}", data, patch=start)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_of())
-             for k in range(2)]
+    (tmp_path / "ready").mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", big_text_code(tmp_path / f"o{k}", data, patch=TOGETHER.format(
+                              ready=str(tmp_path / "ready"), k=k))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env_of()) for k in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, (p.returncode, err[-3000:])

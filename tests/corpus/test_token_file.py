@@ -5,6 +5,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +16,14 @@ from bigram_jax.corpus import token_file
 from bigram_jax.corpus.load import load_corpus
 from bigram_jax.counts import PairCounter
 from bigram_jax.errors import UserError
-from tests.conftest import _walk, devices_env, ok, one_line, rewrite_keeping_times, run_script, said, train, write_ids
+from tests.conftest import _walk, devices_env, ok, one_line, rewrite_keeping_times, run_cli, run_script, said, write_ids
 
-FAST = ["--sample-tokens", "0", "--eval-interval", "50"]
+FAST = ["--sample-tokens", "0", "--eval-interval", "10"]
+
+
+def train(out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """train.py into `out`, in this process."""
+    return run_cli("train.py", "--out-dir", str(out), *args, env=env)
 
 
 def test_token_files_bin_and_npy_read_the_same_ids(tmp_path):
@@ -85,13 +92,14 @@ def test_bad_token_files_mid_size(tmp_path):
     (tmp_path / "odd.bin").write_bytes(b"\x01\x00" * 100 + b"\x07")
     np.arange(100, dtype="<u2").tofile(tmp_path / "wide.bin")
     for argv, msg in ((["--data", str(tmp_path / "odd.bin")], "is odd"),
-                      (["--data", str(tmp_path / "wide.bin"), "--vocab-size", "50"], "out of range for vocab_size 50"),
-                      (["--data", "/dev/zero"], "not a regular file")):
-        r = run_script("train.py", *argv, "--out-dir", str(tmp_path / "o"), env=devices_env(1))
+                      (["--data", str(tmp_path / "wide.bin"), "--vocab-size", "50"], "out of range for vocab_size 50")):
+        r = run_cli("train.py", *argv, "--out-dir", str(tmp_path / "o"))
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # in a process of its own, its time limit the guard: a regression would read /dev/zero forever
+    r = run_script("train.py", "--data", "/dev/zero", "--out-dir", str(tmp_path / "o"), env=devices_env(1))
+    assert r.returncode == 2 and "not a regular file" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 def test_a_token_file_rewritten_with_its_size_and_mtime_put_back_is_read_again(tmp_path):
     """Issue 20, case 2 (token ids): a.bin rewritten in place with other ids (up to 60), its size and mtime put
@@ -106,31 +114,33 @@ def test_a_token_file_rewritten_with_its_size_and_mtime_put_back_is_read_again(t
     rewrite_keeping_times(data, new.read_bytes())
     args = ["--data", str(data), "--max-iters", "20", *FAST]
     stale = ok(train(tmp_path / "stale", *args))
-    fresh = ok(train(tmp_path / "fresh", *args, cache=tmp_path / "empty"))
+    fresh = ok(train(tmp_path / "fresh", *args, env={"XDG_CACHE_HOME": str(tmp_path / "empty")}))
     assert "vocab 61" in said(fresh, "data:")[0]
     assert said(stale, "data:", "floor:") == said(fresh, "data:", "floor:") != said(old, "data:", "floor:")
     one_line(train(tmp_path / "old", "--resume", "--max-iters", "40"), 2, "data file differs")
 
 
 @pytest.mark.e2e
+@pytest.mark.usefixtures("own_cache")
 def test_token_id_run_samples_ids_and_refuses_other_vocab_sizes(tmp_path):
+    """(synth_tokens.py in a process of its own: the command's one such test here; the rest in this one.)"""
     data = tmp_path / "tokens.bin"
     r = run_script("synth_tokens.py", "--vocab-size", "300", "--tokens", "50000", "--out", str(data))
     assert r.returncode == 0, r.stderr
     out = tmp_path / "run"
-    r = run_script("train.py", "--data", str(data), "--out-dir", str(out), "--max-iters", "100",
-                   "--eval-interval", "50", "--sample-tokens", "10", "--plot")
+    r = run_cli("train.py", "--data", str(data), "--out-dir", str(out), "--max-iters", "20",
+                "--eval-interval", "10", "--sample-tokens", "10", "--plot")
     assert r.returncode == 0, r.stderr
     # no characters to label and V x V too big to draw: only the loss curves
     assert (out / "loss.png").is_file() and not (out / "transitions.png").exists() and "no transitions.png" in r.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["vocab_size"] == 300 and s["loss"] == "gather" and len(s["sample"].split()) == 11
-    a = run_script("sample.py", "--checkpoint", str(out), "--prompt", "7 8", "--num-tokens", "20")
+    a = run_cli("sample.py", "--checkpoint", str(out), "--prompt", "7 8", "--num-tokens", "20")
     assert a.returncode == 0, a.stderr
     ids = [int(t) for t in a.stdout.split()]
     assert ids[:2] == [7, 8] and len(ids) == 22 and all(0 <= i < 300 for i in ids)
     for prompt, msg in (("ROMEO", "whitespace-separated integers"), ("300", "token ids must be in [0, 300)")):
-        b = run_script("sample.py", "--checkpoint", str(out), "--prompt", prompt)
+        b = run_cli("sample.py", "--checkpoint", str(out), "--prompt", prompt)
         assert b.returncode == 2 and msg in b.stderr and len(b.stderr.strip().splitlines()) == 1, b.stderr
-    c = run_script("train.py", "--data", str(data), "--out-dir", str(out), "--resume", "--vocab-size", "320")
+    c = run_cli("train.py", "--data", str(data), "--out-dir", str(out), "--resume", "--vocab-size", "320")
     assert c.returncode == 2 and "checkpoint table is 300x300 but this data has a vocabulary of 320" in c.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from bigram_jax.corpus.tokenizers import CharTokenizer, read_meta_pkl
 from bigram_jax.errors import UserError
-from tests.conftest import ROOT, _line, nanogpt_char_folder, one_line, run_script, script
+from tests.conftest import ROOT, _line, nanogpt_char_folder, one_line, run_cli
 
 
 def test_vocab_is_sorted_set_of_corpus(shakespeare_text):
@@ -63,7 +63,6 @@ def _meta_pkl(folder: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 def test_a_text_read_with_a_character_meta_pkl_trains_as_the_text(tmp_path, shakespeare_path, shakespeare_text):
     """nanoGPT's character table on the text itself (not its .bin): the same data and floor lines as the run on
@@ -71,8 +70,8 @@ def test_a_text_read_with_a_character_meta_pkl_trains_as_the_text(tmp_path, shak
     meta = _meta_pkl(tmp_path, shakespeare_text)
     lines = []
     for extra in ([], ["--tokenizer", str(meta)]):
-        r = run_script("train.py", "--data", str(shakespeare_path), "--max-iters", "20", "--eval-interval", "20",
-                       "--sample-tokens", "0", "--out-dir", str(tmp_path / f"r{len(extra)}"), *extra)
+        r = run_cli("train.py", "--data", str(shakespeare_path), "--max-iters", "20", "--eval-interval", "20",
+                    "--sample-tokens", "0", "--out-dir", str(tmp_path / f"r{len(extra)}"), *extra)
         assert r.returncode == 0, r.stderr
         lines.append([x for x in r.stdout.splitlines() if x.startswith(("floor:", "step"))])
     assert lines[0] == lines[1]
@@ -112,7 +111,6 @@ def _small_folder(tmp_path: Path, shakespeare_text: str) -> tuple[Path, dict]:
     return folder, nanogpt_char_folder(shakespeare_text[:20000], folder)
 
 
-@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 @pytest.mark.parametrize("how", ["os.system, whole", "os.system, in itos, protocol 0", "exec, in stoi",
                                  "exec, protocol 2"])
@@ -127,8 +125,8 @@ def test_a_malicious_meta_pkl_is_refused_unrun(how, tmp_path, shakespeare_text):
     assert pwned.exists()
     pwned.unlink()
     (folder / "meta.pkl").write_bytes(data)
-    r = script("train.py", "--data", str(folder / "train.bin"), "--max-iters", "10", "--out-dir",
-               str(tmp_path / "out"), cwd=tmp_path)
+    r = run_cli("train.py", "--data", str(folder / "train.bin"), "--max-iters", "10", "--out-dir",
+                str(tmp_path / "out"), cwd=tmp_path)
     one_line(r, 2, "meta.pkl")
     assert not pwned.exists() and not (tmp_path / "out").exists()
 
@@ -154,15 +152,14 @@ def _bad_metas(meta: dict) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 @pytest.mark.parametrize("what", list(_bad_metas({"vocab_size": 3, "itos": {0: "a", 1: "b", 2: "c"},
                                                   "stoi": {"a": 0, "b": 1, "c": 2}})))
 def test_a_bad_meta_pkl_is_one_line(what, tmp_path, shakespeare_text):
     folder, meta = _small_folder(tmp_path, shakespeare_text)
     (folder / "meta.pkl").write_bytes(_bad_metas(meta)[what])
-    r = script("train.py", "--data", str(folder / "train.bin"), "--max-iters", "10", "--out-dir",
-               str(tmp_path / "out"))
+    r = run_cli("train.py", "--data", str(folder / "train.bin"), "--max-iters", "10", "--out-dir",
+                str(tmp_path / "out"))
     one_line(r, 2, "meta.pkl")
     assert not (tmp_path / "out").exists()
 
@@ -172,7 +169,8 @@ def test_a_bad_meta_pkl_is_one_line(what, tmp_path, shakespeare_text):
 def test_a_huge_memo_index_costs_no_memory(tmp_path, shakespeare_text):
     """A valid meta.pkl whose first PUT stores its dict at memo index 2**31 - 1 (never fetched): an unpickler whose
     memo is an array sized by that index asks for ~32 GB. Read, or refused in one line; never a MemoryError's
-    traceback (the process may have 4 GiB of address space, as JAX needs far less)."""
+    traceback (the process may have 4 GiB of address space, as JAX needs far less). A process of its own: the
+    limit is the process's."""
     folder, meta = _small_folder(tmp_path, shakespeare_text)
     data = pickle.dumps(meta, protocol=0)
     assert data.count(b"p0\n") == 1
@@ -191,18 +189,17 @@ def test_a_huge_memo_index_costs_no_memory(tmp_path, shakespeare_text):
         assert "step 10:" in r.stdout and "Traceback" not in r.stderr, r.stderr
 
 
-@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 def test_tokenizer_none_ignores_a_meta_pkl_beside_the_data(tmp_path, shakespeare_text):
     folder, _ = _small_folder(tmp_path, shakespeare_text)
     pwned = tmp_path / "PWNED_FILE"
     (folder / "meta.pkl").write_bytes(pickle.dumps(_Shell(f"touch {pwned}")))
-    r = script("train.py", "--data", str(folder / "train.bin"), "--tokenizer", "none", "--max-iters", "20",
-               "--eval-interval", "10", "--sample-tokens", "30", "--out-dir", str(tmp_path / "out"))
+    r = run_cli("train.py", "--data", str(folder / "train.bin"), "--tokenizer", "none", "--max-iters", "20",
+                "--eval-interval", "10", "--sample-tokens", "30", "--out-dir", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     assert "tokenizer: none (token ids)" in _line(r.stdout, "data:") and not pwned.exists()
     sample = json.loads((tmp_path / "out" / "summary.json").read_text())["sample"]
     assert re.fullmatch(r"\d+( \d+){30}", sample), sample  # the start and 30 ids, as ids
-    r = script("sample.py", "--checkpoint", str(tmp_path / "out"), "--num-tokens", "10")
+    r = run_cli("sample.py", "--checkpoint", str(tmp_path / "out"), "--num-tokens", "10")
     assert r.returncode == 0 and re.fullmatch(r"\d+( \d+){10}\n", r.stdout), (r.stdout, r.stderr)
     assert not pwned.exists()

@@ -7,19 +7,18 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, ok, one_line, popen_script, run_script, train
+from tests.conftest import ROOT, ok, one_line, popen_script, run_cli, run_script
 
-FAST = ["--sample-tokens", "0", "--eval-interval", "100"]
-FAST_50 = ["--sample-tokens", "0", "--eval-interval", "50"]
-
-pytestmark = pytest.mark.e2e
+FAST = ["--sample-tokens", "0", "--eval-interval", "10"]
 
 
+@pytest.mark.e2e
 def test_a_fresh_run_never_writes_into_a_folder_that_holds_a_run(tmp_path):
+    """(export_torch.py and import_torch.py in processes of their own: each command's one such test here.)"""
     mine = tmp_path / "x"
     mine.mkdir()
     (mine / "config.json").write_text('{"mine": 1}')
-    one_line(run_script("train.py", "--out-dir", str(mine), "--max-iters", "50", *FAST), 2, "already holds a run",
+    one_line(run_cli("train.py", "--out-dir", str(mine), "--max-iters", "20", *FAST), 2, "already holds a run",
              "--resume")
     assert (mine / "config.json").read_text() == '{"mine": 1}' and sorted(p.name for p in mine.iterdir()) == [
         "config.json"]
@@ -31,45 +30,52 @@ def test_a_fresh_run_never_writes_into_a_folder_that_holds_a_run(tmp_path):
              2, "already holds a run")
 
 
+@pytest.mark.usefixtures("own_cache")
 def test_the_main_command_runs_twice_and_the_follow_ups_find_the_newest(tmp_path):
     for _ in range(2):
-        r = run_script("train.py", "--max-iters", "100", *FAST, cwd=tmp_path)
+        r = run_cli("train.py", "--max-iters", "20", *FAST, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
     runs = tmp_path / "runs" / "bigram"
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
     assert json.loads((runs / "version_1" / "summary.json").read_text())["out_dir"].endswith("version_1")
-    r = run_script("sample.py", "--num-tokens", "20", cwd=tmp_path)
+    r = run_cli("sample.py", "--num-tokens", "20", cwd=tmp_path)
     assert r.returncode == 0 and len(r.stdout) > 20, r.stderr
-    r = run_script("train.py", "--resume", "--max-iters", "200", *FAST, cwd=tmp_path)
-    assert r.returncode == 0 and "step 200:" in r.stdout and "version_1" in r.stdout, r.stderr
-    assert (runs / "version_1" / "checkpoints" / "200").is_dir() and not (runs / "version_0" / "checkpoints" /
-                                                                             "200").exists()
+    r = run_cli("train.py", "--resume", "--max-iters", "40", *FAST, cwd=tmp_path)
+    assert r.returncode == 0 and "step 40:" in r.stdout and "version_1" in r.stdout, r.stderr
+    assert (runs / "version_1" / "checkpoints" / "40").is_dir() and not (runs / "version_0" / "checkpoints" /
+                                                                            "40").exists()
 
 
+@pytest.mark.e2e
 def test_two_runs_in_one_folder_at_once_are_refused_and_a_killed_run_leaves_no_lock(tmp_path):
+    """The run that holds the folder is a process of its own (killed below); the others run in this one."""
     out = tmp_path / "run"
     p = popen_script("train.py", "--out-dir", str(out), "--max-iters", "100000000", "--checkpoint-every", "500",
                      "--chunk-seconds", "0.05", *FAST)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not list((out / "checkpoints").glob("[0-9]*")):
+        # a finished checkpoint: named by its step alone (orbax writes under a temporary name first)
+        while time.time() < deadline and not [c for c in (out / "checkpoints").glob("[0-9]*") if c.name.isdigit()]:
             time.sleep(0.1)
-        one_line(run_script("train.py", "--resume", "--out-dir", str(out), "--max-iters", "10"), 2, "in use by another run")
-        one_line(run_script("sample.py", "--checkpoint", str(out), "--num-tokens", "5", "--step", "0"), 2, "step 0")
+        one_line(run_cli("train.py", "--resume", "--out-dir", str(out), "--max-iters", "10"), 2,
+                 "in use by another run")
+        one_line(run_cli("sample.py", "--checkpoint", str(out), "--num-tokens", "5", "--step", "0"), 2, "step 0")
     finally:
         p.send_signal(signal.SIGKILL)
         p.communicate()
     last = max(int(d.name) for d in (out / "checkpoints").iterdir() if d.name.isdigit())
-    r = run_script("train.py", "--resume", "--out-dir", str(out), "--max-iters", str(last + 100))
+    r = run_cli("train.py", "--resume", "--out-dir", str(out), "--max-iters", str(last + 20))
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.e2e
 def test_file_system_errors_are_one_line(tmp_path, run):
+    """(plot.py in a process of its own: the command's one such test here.)"""
     (tmp_path / "afile").write_text("x")
-    one_line(run_script("train.py", "--out-dir", str(tmp_path / "afile"), *FAST), 2, "is a file")
+    one_line(run_cli("train.py", "--out-dir", str(tmp_path / "afile"), *FAST), 2, "is a file")
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "checkpoints").write_text("x")
-    one_line(run_script("train.py", "--out-dir", str(tmp_path / "o"), *FAST), 2, "already holds a run")
+    one_line(run_cli("train.py", "--out-dir", str(tmp_path / "o"), *FAST), 2, "already holds a run")
     one_line(run_script("plot.py", "--run", str(run), "--out", str(tmp_path / "afile")), 2, "is a file")
 
 
@@ -78,17 +84,18 @@ def test_an_unusable_lock_file_is_one_line(tmp_path):
     """Issue 20, case 14b: OUT_DIR/.lock a folder, or a symlink to nowhere: exit 2 and one line (nothing created
     where the link points)."""
     (tmp_path / "dir" / ".lock").mkdir(parents=True)
-    one_line(train(tmp_path / "dir", "--max-iters", "10", *FAST_50), 2)
+    one_line(run_cli("train.py", "--out-dir", str(tmp_path / "dir"), "--max-iters", "10", *FAST), 2)
     (tmp_path / "link").mkdir()
     (tmp_path / "link" / ".lock").symlink_to(tmp_path / "nowhere" / "lock")
-    one_line(train(tmp_path / "link", "--max-iters", "10", *FAST_50), 2)
+    one_line(run_cli("train.py", "--out-dir", str(tmp_path / "link"), "--max-iters", "10", *FAST), 2)
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 def test_the_python_api_releases_a_finished_runs_lock(tmp_path, shakespeare_path):
     """Issue 20, case 10: after train_and_evaluate returns in this process, its run folder can be resumed by
-    another process (no "in use by another run")."""
+    another process (no "in use by another run"): that one a process of its own."""
     from bigram_jax import train_and_evaluate
     from bigram_jax.config import make_config
 
@@ -105,8 +112,8 @@ def test_resume_of_a_relative_out_dir_from_elsewhere_creates_nothing(tmp_path):
     a, b, empty = tmp_path / "a", tmp_path / "b", tmp_path / "empty"
     for d in (a, b, empty):
         d.mkdir()
-    ok(run_script("train.py", "--out-dir", "rel/run", "--max-iters", "20", "--sample-tokens", "0", cwd=a))
-    one_line(run_script("train.py", "--resume", "--out-dir", "rel/run", "--max-iters", "40", cwd=b), 2, "no run")
+    ok(run_cli("train.py", "--out-dir", "rel/run", "--max-iters", "20", "--sample-tokens", "0", cwd=a))
+    one_line(run_cli("train.py", "--resume", "--out-dir", "rel/run", "--max-iters", "40", cwd=b), 2, "no run")
     assert not (b / "rel").exists()
-    one_line(run_script("train.py", "--resume", "--out-dir", str(empty), "--max-iters", "40"), 2)
+    one_line(run_cli("train.py", "--resume", "--out-dir", str(empty), "--max-iters", "40"), 2)
     assert list(empty.iterdir()) == []
