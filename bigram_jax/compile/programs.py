@@ -185,6 +185,10 @@ def _load(entry: Entry, args: tuple, out: Any) -> Callable | None:
         return None
 
 
+# the private names of jax._src.compilation_cache that _without_xla_cache uses (tests/compile checks they exist)
+PRIVATE_CACHE_SWITCH = ("_cache_initialized_mutex", "_cache_checked", "_cache_used")
+
+
 @contextlib.contextmanager
 def _without_xla_cache() -> Iterator[None]:
     """JAX's persistent compilation cache bypassed while a program is compiled to be stored.
@@ -195,10 +199,10 @@ def _without_xla_cache() -> Iterator[None]:
     process-wide: another thread that compiles meanwhile skips JAX's cache too (it compiles; nothing worse)."""
     from jax._src import compilation_cache as cc
 
-    lock = getattr(cc, "_cache_initialized_mutex", None)
-    if lock is None or not hasattr(cc, "_cache_checked") or not hasattr(cc, "_cache_used"):
+    if not all(hasattr(cc, name) for name in PRIVATE_CACHE_SWITCH):
         yield
         return
+    lock = cc._cache_initialized_mutex
     with lock:
         saved = cc._cache_checked, cc._cache_used
         cc._cache_checked, cc._cache_used = True, False

@@ -371,3 +371,47 @@ def test_a_host_callback_fails_the_lowering():
     for platform in (p for p in PLATFORMS if p != here):
         with pytest.raises(ValueError, match="platform"):
             with_callback.trace(jnp.ones(3)).lower(lowering_platforms=(platform,))
+
+
+@pytest.mark.parametrize("name", programs.PRIVATE_CACHE_SWITCH)
+def test_each_private_jax_name_programs_relies_on_is_there(name):
+    """programs._without_xla_cache switches JAX's persistent cache off through private names of
+    jax._src.compilation_cache; where a JAX release moves one, the switch does nothing and a stored program may be
+    one that JAX loaded from its cache (and fails when run): a JAX upgrade that drops a name turns this red."""
+    from jax._src import compilation_cache as cc
+
+    assert hasattr(cc, name), f"jax {jax.__version__} has no jax._src.compilation_cache.{name}"
+
+
+@pytest.mark.parametrize("loss", ["counts", "gather"])
+def test_a_loaded_programs_arrays_trace_as_a_fresh_ones(tmp_path, monkeypatch, shakespeare_text, loss):
+    """A host-fed run lowers its loop with the state that a loaded init_on returned. On jax 0.12 an aval holds
+    JAX's 'no layout chosen' singleton, which a stored executable pickled by value: its arrays came back with
+    another instance, and the loss's gradient failed to trace ('... so the layouts do not match')."""
+    from bigram_jax.config import Config
+    from bigram_jax.corpus.tokenizers import CharTokenizer
+    from bigram_jax.train import init_on, init_state, train_steps
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(programs, "_LOADED", {})
+    jax.clear_caches()
+    text = shakespeare_text[:2000]
+    data = np.asarray(CharTokenizer.from_text(text).encode(text), np.int32)
+    cfg, V = Config(max_iters=40, batch_size=4, block_size=8, loss=loss), int(data.max()) + 1
+    abstract = jax.eval_shape(lambda: init_state(cfg, V))
+    fresh = programs.run(init_on, out=abstract, profile="once", cfg=cfg, vocab_size=V, mesh=None)
+    assert len(list((tmp_path / "cache").rglob("*.bin"))) == 1
+    monkeypatch.setattr(programs, "_LOADED", {})  # as a new process: the entry is loaded
+    jax.clear_caches()
+    monkeypatch.setattr(programs, "_compile_and_store", lambda *a: pytest.fail("compiled again"))
+    loaded = programs.run(init_on, out=abstract, profile="once", cfg=cfg, vocab_size=V, mesh=None)
+    assert [jax.typeof(x) for x in jax.tree.leaves(loaded)] == [jax.typeof(x) for x in jax.tree.leaves(fresh)]
+    train_steps.lower(loaded, data, np.int32(1), cfg=cfg, mesh=None)  # traces value_and_grad of the loss
+
+
+def test_a_profile_keeps_the_options_this_jaxlib_knows():
+    """An option the jaxlib in use lacks (jaxlib 0.12 dropped xla_cpu_use_fusion_emitters) is left out of a
+    profile, the others kept: never the whole profile dropped in silence."""
+    known = programs.known_options({"xla_backend_optimization_level": 1, "xla_no_such_option_anywhere": True})
+    assert known == {"xla_backend_optimization_level": 1}
+    assert programs.known_options({"xla_no_such_option_anywhere": True}) is None
