@@ -317,16 +317,39 @@ def _final_state(out: Path, step: int | None = None):
         return ckpts.restore_state(step, abstract, meta), meta
 
 
-def _assert_same(a: Path, b: Path) -> None:
-    """Two runs ended in bit-identical states and logged identical exact losses."""
+# XLA's arithmetic changes between JAX versions: a state is bit-identical on the stack that wrote it, and within
+# this of it on another (measured: under 1e-5 after 30 steps between jax 0.10.2 and 0.12.1, CPU)
+ACROSS_STACKS = 2e-5
+
+
+def written_here(run: Path) -> bool:
+    """Whether the jax and jaxlib that wrote `run`'s newest checkpoint are the ones running now."""
+    from importlib import metadata
+
+    newest = max((run / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    versions = json.loads((newest / "meta" / "metadata").read_text()).get("versions", {})
+    return all(versions.get(n) == metadata.version(n) for n in ("jax", "jaxlib"))
+
+
+def _assert_same(a: Path, b: Path, exact: bool = True) -> None:
+    """Two runs ended in the same state and logged the same exact losses: bit-identical (`exact`, one stack), or
+    within ACROSS_STACKS (a run begun on another stack)."""
     (sa, _), (sb, _) = _final_state(a), _final_state(b)
     assert int(sa.step) == int(sb.step)
     for x, y in zip(_leaves(sa), _leaves(sb), strict=True):
-        np.testing.assert_array_equal(x, y)
+        if exact or not np.issubdtype(np.asarray(x).dtype, np.floating):
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=0, atol=ACROSS_STACKS)
     rows = lambda d: {r["step"]: (r["train_loss"], r["val_loss"])  # noqa: E731
                       for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())}
     ra, rb = rows(a), rows(b)
-    assert ra == rb and max(ra) == int(sa.step)
+    assert sorted(ra) == sorted(rb) and max(ra) == int(sa.step)
+    if exact:
+        assert ra == rb
+    else:
+        np.testing.assert_allclose(np.array([ra[s] for s in sorted(ra)]), np.array([rb[s] for s in sorted(rb)]),
+                                   rtol=0, atol=ACROSS_STACKS)
 
 
 def _digest(d: Path) -> dict[str, str]:
@@ -350,8 +373,8 @@ def trained(tmp_path_factory) -> Path:
     """A finished 600-step run with checkpoints at 300 and 600. Shared by the session: its users read it, or copy it
     before they change anything."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    r = run_script("train.py", "--max-iters", "600", "--checkpoint-every", "300", "--out-dir", str(out),
-                   "--sample-tokens", "0")
+    r = run_cli("train.py", "--max-iters", "600", "--checkpoint-every", "300", "--out-dir", str(out),
+                "--sample-tokens", "0")
     assert r.returncode == 0, r.stderr
     return out
 
@@ -390,8 +413,8 @@ def pair(tmp_path_factory, shakespeare_path, shakespeare_text) -> dict:
     for name, data in [("text", ["--data", str(shakespeare_path)]),
                        ("bin", ["--data", str(base / "shakespeare_char" / "train.bin"), "--val-data",
                                 str(base / "shakespeare_char" / "val.bin")])]:
-        r = run_script("train.py", *data, *SAME, "--out-dir", str(base / name),
-                       env={"XDG_CACHE_HOME": str(base / f"cache-{name}")})
+        r = run_cli("train.py", *data, *SAME, "--out-dir", str(base / name),
+                    env={"XDG_CACHE_HOME": str(base / f"cache-{name}")})
         assert r.returncode == 0, r.stderr
         out[name] = (base / name, r.stdout)
     out["folder"] = base / "shakespeare_char"
