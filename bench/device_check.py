@@ -12,6 +12,8 @@ must show there, each in its own time-boxed process (device_parts.py), within on
 A part that fails, or is killed at the end of its box, is recorded with its error and the next one runs. Written:
 DIR/device_check.json (every figure, check and failure), DIR/device_check.md, DIR/benchmarks_gpu.md (the GPU section
 of docs/benchmarks.md; `--docs` also puts it there). `--quick`: the same parts, small, on the CPU in under 3 minutes.
+`--time-scale X` multiplies every box and the budget by X: on a slow or loaded machine (CI's smoke run) the boxes
+then only catch hangs.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ def parser() -> OneLineParser:
     p.add_argument("--quick", action="store_true", help="every part at small sizes: on the CPU in under 3 minutes")
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
     p.add_argument("--budget", type=float, help="seconds for all parts (default: 450; 170 with --quick)")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="X", help="multiply every part's time box and "
+                   "the budget by X (default: 1): on a slow or loaded machine the boxes then only catch hangs")
     p.add_argument("--docs", action="store_true", help="also write the GPU section into docs/benchmarks.md (only "
                    "a full run on a GPU or TPU measures one)")
     return p
@@ -67,13 +71,13 @@ def run_part(name: str, quick: bool, box: float, env: dict, work: Path) -> dict:
             "checks": checks, "figures": result, "log_tail": "" if error is None else log[-3000:]}
 
 
-def run_all(names: list[str], quick: bool, budget: float, env: dict) -> dict:
-    """Every chosen part in order, each boxed by its own limit and by what is left of the budget."""
+def run_all(names: list[str], quick: bool, budget: float, env: dict, scale: float = 1.0) -> dict:
+    """Every chosen part in order, each boxed by its own limit (times `scale`) and by what is left of the budget."""
     deadline, parts = time.monotonic() + budget, {}
     with tempfile.TemporaryDirectory() as tmp:
         env = {**env, "XDG_CACHE_HOME": f"{tmp}/cache"}  # the check's own caches, empty at its start
         for name in names:
-            box = min(PARTS[name][3 if quick else 2], deadline - time.monotonic())
+            box = min(PARTS[name][3 if quick else 2] * scale, deadline - time.monotonic())
             if box < MIN_BOX_S:
                 parts[name] = {"status": "failed", "seconds": 0.0, "box_s": 0.0, "checks": {}, "figures": {},
                                "error": "not run: the check's time budget was spent", "log_tail": ""}
@@ -122,13 +126,14 @@ def _check(argv: Sequence[str] | None) -> int:
     p = parser()
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
-    if set(names) - set(PARTS) or not names or (args.budget is not None and args.budget <= 0):
-        p.error(f"--only takes parts of {','.join(PARTS)}; --budget must be > 0")
+    if set(names) - set(PARTS) or not names or (args.budget is not None and args.budget <= 0) \
+            or not args.time_scale > 0:
+        p.error(f"--only takes parts of {','.join(PARTS)}; --budget and --time-scale must be > 0")
     corpus, t = _corpus(), time.perf_counter()
-    budget = args.budget or BUDGET_S[args.quick]
+    budget = (args.budget or BUDGET_S[args.quick]) * args.time_scale
     parts = run_all([n for n in PARTS if n in names], args.quick, budget, {
-        **os.environ, "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(corpus)})
-    doc = {"quick": args.quick, "budget_s": budget, "wall_s": time.perf_counter() - t,
+        **os.environ, "PYTHONPATH": str(ROOT), "BIGRAM_JAX_DATA": str(corpus)}, args.time_scale)
+    doc = {"quick": args.quick, "budget_s": budget, "time_scale": args.time_scale, "wall_s": time.perf_counter() - t,
            "machine": parts.get("machine", {}).get("figures", {}), "parts": parts,
            "failures": [f"{n}: {q['error'] or 'a check failed'}" for n, q in parts.items() if q["status"] != "ok"]}
     written = _write(doc, args.out, args.docs, [corpus, Path.home(), Path.cwd(), args.out, Path(tempfile.gettempdir())])

@@ -42,12 +42,12 @@ def test_the_orbax_snippet_reads_a_checkpoint_without_bigram_jax(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import run_script
+    from tests.conftest import run_cli
 
     text = (ROOT / "README.md").read_text().split("### A checkpoint read with orbax alone", 1)[1]
     snippet = re.search(r"```python\n(.+?)\n```", text, flags=re.S).group(1)
-    r = run_script("train.py", "--max-iters", "100", "--eval-interval", "50", "--sample-tokens", "0", "--out-dir",
-                   "runs/demo", cwd=tmp_path)
+    r = run_cli("train.py", "--max-iters", "100", "--eval-interval", "50", "--sample-tokens", "0", "--out-dir",
+                "runs/demo", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     check = snippet + "\nimport sys\nassert 'bigram_jax' not in sys.modules\nprint(float(table.sum()))\n"
     r = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120,

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import one_line, script
-
-pytestmark = pytest.mark.e2e
+from tests.conftest import one_line, run_cli
 
 
+@pytest.mark.e2e
 def test_console_commands_are_installed_beside_the_scripts():
     """pyproject's [project.scripts]: each command answers --help, and a bad flag is one line."""
     import shutil
@@ -32,6 +31,7 @@ def test_console_commands_are_installed_beside_the_scripts():
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 @pytest.mark.parametrize("command, flag", [("bigram-jax-train", "--batch-size"), ("bigram-jax-sample", "--num-tokens")])
 def test_console_commands_name_themselves(command, flag):
@@ -46,6 +46,6 @@ def test_console_commands_name_themselves(command, flag):
 
 @pytest.mark.usefixtures("own_cache")
 def test_an_abbreviated_flag_is_refused(tmp_path):
-    r = script("train.py", "--lr", "0.1", "--max-iters", "10", "--out-dir", str(tmp_path / "out"))
+    r = run_cli("train.py", "--lr", "0.1", "--max-iters", "10", "--out-dir", str(tmp_path / "out"))
     one_line(r, 2, "unrecognized arguments: --lr")
     assert not (tmp_path / "out").exists()

@@ -1,6 +1,7 @@
 """scripts/plot.py (bigram_jax/cli/plot.py): runs overlaid into PNGs, its default folder, one-line errors."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +10,11 @@ import pytest
 
 from bigram_jax.cli import plot as plot_cli
 from bigram_jax.run import plot
-from tests.conftest import ROOT, _bare_env, check_png, run_script
-
-pytestmark = pytest.mark.e2e
+from tests.conftest import ROOT, _bare_env, check_png, run_cli
 
 
 def test_plot_script_overlays_runs(runs: tuple[Path, Path], tmp_path: Path) -> None:
-    r = run_script("plot.py", "--run", str(runs[0]), "--run", str(runs[1]), "--out", str(tmp_path / "pics"))
+    r = run_cli("plot.py", "--run", str(runs[0]), "--run", str(runs[1]), "--out", str(tmp_path / "pics"))
     assert r.returncode == 0, r.stderr
     written = [Path(line) for line in r.stdout.split()]
     assert [p.name for p in written] == ["loss.png", "transitions.png"]
@@ -24,15 +23,18 @@ def test_plot_script_overlays_runs(runs: tuple[Path, Path], tmp_path: Path) -> N
         check_png(p)
 
 
-def test_plot_main_defaults_into_the_first_run(runs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+def test_plot_main_defaults_into_the_first_run(runs: tuple[Path, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("matplotlib")
-    assert plot_cli.plot_main(["--run", str(runs[1])]) == 0
-    paths = [runs[1] / "loss.png", runs[1] / "transitions.png"]
+    run = shutil.copytree(runs[1], tmp_path / runs[1].name)  # a copy: the shared runs stay as they were trained
+    assert plot_cli.plot_main(["--run", str(run)]) == 0
+    paths = [run / "loss.png", run / "transitions.png"]
     assert capsys.readouterr().out.split() == [str(p) for p in paths]
     w, h = check_png(paths[1])
     assert w > 2 * h  # the three panels side by side
 
 
+@pytest.mark.e2e
 def test_plot_script_without_matplotlib_is_one_line(runs: tuple[Path, Path], tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot.py"), "--run", str(runs[0]),
                         "--out", str(tmp_path)], capture_output=True, text=True, env=_bare_env(tmp_path), timeout=120)
@@ -42,6 +44,6 @@ def test_plot_script_without_matplotlib_is_one_line(runs: tuple[Path, Path], tmp
 
 
 def test_plot_script_bad_run_dir(tmp_path: Path) -> None:
-    r = run_script("plot.py", "--run", str(tmp_path / "nope"))
+    r = run_cli("plot.py", "--run", str(tmp_path / "nope"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("plot.py: error: no metrics.jsonl in") and r.stderr.count("\n") == 1

@@ -3,24 +3,22 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_script, script
-
-pytestmark = pytest.mark.e2e
+from tests.conftest import run_cli, script
 
 
 def test_sample_from_checkpoint(trained, tmp_path):
-    a = run_script("sample.py", "--checkpoint", str(trained), "--prompt", "ROMEO:", "--num-tokens", "200",
-                   "--num-samples", "2", "--seed", "5")
-    b = run_script("sample.py", "--checkpoint", str(trained / "checkpoints"), "--prompt", "ROMEO:",
-                   "--num-tokens", "200", "--num-samples", "2", "--seed", "5")
-    c = run_script("sample.py", "--checkpoint", str(trained), "--prompt", "ROMEO:", "--num-tokens", "200",
-                   "--num-samples", "2", "--seed", "6")
+    a = run_cli("sample.py", "--checkpoint", str(trained), "--prompt", "ROMEO:", "--num-tokens", "200",
+                "--num-samples", "2", "--seed", "5")
+    b = run_cli("sample.py", "--checkpoint", str(trained / "checkpoints"), "--prompt", "ROMEO:",
+                "--num-tokens", "200", "--num-samples", "2", "--seed", "5")
+    c = run_cli("sample.py", "--checkpoint", str(trained), "--prompt", "ROMEO:", "--num-tokens", "200",
+                "--num-samples", "2", "--seed", "6")
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout != c.stdout
     assert a.stdout.count("ROMEO:") >= 2 and "step 600" in a.stderr and "step" not in a.stdout  # notes on stderr
     (tmp_path / "p.txt").write_text("JULIET:")
-    d = run_script("sample.py", "--checkpoint", str(trained), "--step", "300", "--prompt-file", str(tmp_path / "p.txt"),
-                   "--num-tokens", "50", "--top-k", "3", "--temperature", "0.8", "--sampler", "cdf")
+    d = run_cli("sample.py", "--checkpoint", str(trained), "--step", "300", "--prompt-file", str(tmp_path / "p.txt"),
+                "--num-tokens", "50", "--top-k", "3", "--temperature", "0.8", "--sampler", "cdf")
     assert d.returncode == 0 and d.stdout.startswith("JULIET:") and len(d.stdout.rstrip("\n")) >= 57
 
 
@@ -34,20 +32,23 @@ def test_sample_from_checkpoint(trained, tmp_path):
     (["--prompt-file", "/nonexistent/p.txt"], "cannot read prompt file"),
 ])
 def test_sample_bad_input(trained, argv, msg):
-    r = run_script("sample.py", "--checkpoint", str(trained), *argv)
+    r = run_cli("sample.py", "--checkpoint", str(trained), *argv)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.usefixtures("own_cache")
 def test_sample_speaks_the_meta_pkl_text(pair):
-    r = script("sample.py", "--checkpoint", str(pair["bin"][0]), "--prompt", "ROMEO:", "--num-tokens", "100")
+    r = run_cli("sample.py", "--checkpoint", str(pair["bin"][0]), "--prompt", "ROMEO:", "--num-tokens", "100")
     assert r.returncode == 0 and r.stdout.startswith("ROMEO:") and len(r.stdout) == 6 + 100 + 1, (r.stdout, r.stderr)
-    same = script("sample.py", "--checkpoint", str(pair["text"][0]), "--prompt", "ROMEO:", "--num-tokens", "100")
+    same = run_cli("sample.py", "--checkpoint", str(pair["text"][0]), "--prompt", "ROMEO:", "--num-tokens", "100")
     assert same.stdout == r.stdout  # same table, same seed, same characters
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 def test_sample_puts_only_the_samples_on_stdout(pair):
+    """A process's stdout holds the samples alone (`sample.py | ...` reads text); what is said about them goes to
+    stderr."""
     r = script("sample.py", "--checkpoint", str(pair["text"][0]), "--prompt", "ROMEO:", "--num-tokens", "50",
                "--num-samples", "2")
     assert r.returncode == 0, r.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from tests.cli.conftest import _bad
 from tests.conftest import loss_rows as _rows
-from tests.conftest import ok, run_script, script, train
+from tests.conftest import ok, run_cli, run_script, train
 
 
 @pytest.mark.e2e
@@ -78,12 +78,11 @@ def test_bad_input_in_a_real_process(tmp_path):
         assert r.stderr.startswith("train.py: error: ") and "Traceback" not in r.stderr
 
 
-@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 def test_nanogpt_flag_spelling_is_accepted(tmp_path):
     out = tmp_path / "out"
-    r = script("train.py", "--batch_size=64", "--learning_rate=1e-3", "--max_iters=20", "--sample_tokens=0",
-               "--eval_interval=10", "--out-dir", str(out))
+    r = run_cli("train.py", "--batch_size=64", "--learning_rate=1e-3", "--max_iters=20", "--sample_tokens=0",
+                "--eval_interval=10", "--out-dir", str(out))
     assert r.returncode == 0, r.stderr
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["batch_size"], cfg["learning_rate"], cfg["max_iters"], cfg["sample_tokens"]) == (64, 0.001, 20, 0)

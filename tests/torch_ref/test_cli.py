@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,23 +13,21 @@ torch = pytest.importorskip("torch", reason="export and import need PyTorch (pip
 
 from bigram_jax import load_checkpoint  # noqa: E402
 from bigram_jax.model import table_of  # noqa: E402
-from tests.conftest import ROOT, _python, one_line, run_script, script  # noqa: E402
+from tests.conftest import one_line, run_cli, run_script  # noqa: E402
+from torch_ref import parity  # noqa: E402
 
-pytestmark = pytest.mark.e2e
 
-
-def test_export_and_import_commands(tmp_path, shakespeare_path):
-    """A trained checkpoint -> .pt -> torch gives the checkpoint's exact val loss; .pt -> checkpoint keeps logits."""
-    from bigram_jax import load_checkpoint
-    from tests.conftest import run_script
+@pytest.mark.e2e
+def test_export_and_import_commands(tmp_path, shakespeare_path, run):
+    """A trained checkpoint -> .pt -> torch gives the checkpoint's exact val loss; .pt -> checkpoint keeps logits.
+    Both commands run as processes here; the other tests run them in-process."""
     from torch_ref.model import BigramLanguageModel as TorchBigram
 
-    run = tmp_path / "run"
-    assert run_script("train.py", "--max-iters", "300", "--sample-tokens", "0", "--out-dir", str(run)).returncode == 0
     pt = tmp_path / "table.pt"
     r = run_script("export_torch.py", "--checkpoint", str(run), "--out", str(pt))
     assert r.returncode == 0, r.stderr
     ck = load_checkpoint(run)
+    assert ck.step == 300
     model = TorchBigram(len(ck.vocab))
     model.load_state_dict(torch.load(pt, weights_only=True))
     text = shakespeare_path.read_text(encoding="utf-8")
@@ -43,17 +40,14 @@ def test_export_and_import_commands(tmp_path, shakespeare_path):
     back = load_checkpoint(tmp_path / "imported")
     np.testing.assert_array_equal(table_of(back.params), table_of(ck.params))
     assert back.vocab == ck.vocab and back.step == 0
-    bad = run_script("export_torch.py", "--checkpoint", str(run), "--out", str(pt))  # never overwrites
+    bad = run_cli("export_torch.py", "--checkpoint", str(run), "--out", str(pt))  # never overwrites
     assert bad.returncode == 2 and "exists" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.usefixtures("own_cache")
 def test_export_writes_the_table_and_its_tokenizer(pair, tmp_path, shakespeare_text):
-    pytest.importorskip("torch")
-    import torch
-
     out = tmp_path / "X.pt"
-    r = script("export_torch.py", "--checkpoint", str(pair["bin"][0]), "--out", str(out))
+    r = run_cli("export_torch.py", "--checkpoint", str(pair["bin"][0]), "--out", str(out))
     assert r.returncode == 0, r.stderr
     beside = tmp_path / "X.tokenizer.json"
     assert out.is_file() and beside.is_file()
@@ -63,42 +57,38 @@ def test_export_writes_the_table_and_its_tokenizer(pair, tmp_path, shakespeare_t
     assert info["tokenizer"]["source"] == str(pair["folder"] / "meta.pkl")
     table = torch.load(out)["token_embedding_table.weight"]
     assert tuple(table.shape) == (65, 65)
-    r = script("export_torch.py", "--checkpoint", str(pair["bin"][0]), "--out", str(out))
+    r = run_cli("export_torch.py", "--checkpoint", str(pair["bin"][0]), "--out", str(out))
     one_line(r, 2, "exists")
 
 
 @pytest.mark.usefixtures("own_cache")
-def test_export_writes_both_files_without_the_tokenizer_library(bpe, tmp_path):
+def test_export_writes_both_files_without_the_tokenizer_library(bpe, tmp_path, monkeypatch):
     """export_torch.py copies the checkpoint's tokenizer record as it is: with tiktoken and tokenizers absent (or
     tiktoken's file not downloadable) both files are written, and nothing is half-written before a refusal."""
-    pytest.importorskip("torch")
     out = tmp_path / "X.pt"
-    code = ("import sys; sys.modules['tiktoken'] = sys.modules['tokenizers'] = None; "
-            "from torch_ref.cli import export_main; "
-            f"sys.exit(export_main(['--checkpoint', {str(bpe.run)!r}, '--out', {str(out)!r}]))")
-    r = _python(code)
+    with monkeypatch.context() as m:  # for the call, `import tiktoken` and `import tokenizers` raise ImportError
+        m.setitem(sys.modules, "tiktoken", None)
+        m.setitem(sys.modules, "tokenizers", None)
+        r = run_cli("export_torch.py", "--checkpoint", str(bpe.run), "--out", str(out))
     assert r.returncode == 0, r.stderr
     info = json.loads((tmp_path / "X.tokenizer.json").read_text())
     assert info["tokenizer"] == load_checkpoint(bpe.run).meta["tokenizer"] and out.is_file()
 
 
-def test_small_tracebacks_of_round_one(tmp_path, run):
+def test_small_tracebacks_of_round_one(tmp_path, run, capsys):
     d = tmp_path / "run"
     shutil.copytree(run, d)
     with open(d / "metrics.jsonl", "a") as f:
         f.write('{"step": 3')  # a killed run's half-written row
-    r = run_script("train.py", "--resume", "--out-dir", str(d), "--max-iters", "400")
+    r = run_cli("train.py", "--resume", "--out-dir", str(d), "--max-iters", "400")
     assert r.returncode == 0, r.stderr
     assert all(json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines())
-    import torch
-
     sparse = tmp_path / "sparse.pt"
     torch.save({"token_embedding_table.weight": torch.eye(65).to_sparse()}, sparse)
-    one_line(run_script("import_torch.py", "--state-dict", str(sparse), "--out-dir", str(tmp_path / "i")), 2, "dense")
+    one_line(run_cli("import_torch.py", "--state-dict", str(sparse), "--out-dir", str(tmp_path / "i")), 2, "dense")
     nan = tmp_path / "nan.pt"
     torch.save({"token_embedding_table.weight": torch.full((65, 65), float("nan"))}, nan)
-    one_line(run_script("import_torch.py", "--state-dict", str(nan), "--out-dir", str(tmp_path / "i")), 2, "NaN")
+    one_line(run_cli("import_torch.py", "--state-dict", str(nan), "--out-dir", str(tmp_path / "i")), 2, "NaN")
     (tmp_path / "one.txt").write_text("a")
-    r = subprocess.run([sys.executable, "-m", "torch_ref.parity", "--data", str(tmp_path / "one.txt")], cwd=ROOT,
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    one_line(r, 2, "too short")
+    rc = parity.main(["--data", str(tmp_path / "one.txt")])
+    one_line(subprocess.CompletedProcess("parity", rc, *capsys.readouterr()), 2, "too short")

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the lecture's model needs PyTorch (pip install -e '.[torch]')")
 
-from tests.torch_ref.conftest import _run, _seed  # noqa: E402
+from tests.torch_ref.conftest import _seed  # noqa: E402
 from torch_ref.model import BigramLanguageModel, estimate_loss, get_batch, get_batch_tuned, train  # noqa: E402
 from torch_ref.model import main as torch_ref_main  # noqa: E402
 
@@ -33,12 +33,12 @@ def test_lecture_loop_prints_and_restores_train_mode():
     assert out.shape == (3, 7) and int(out.max()) < 11
 
 
-@pytest.mark.e2e
-def test_torch_ref_job_runs_like_the_lecture(shakespeare_path):
-    r = _run("torch_ref.model", "--data", str(shakespeare_path), "--max-iters", "20", "--eval-interval", "10",
-             "--eval-iters", "2", "--sample-tokens", "40")
-    assert r.returncode == 0, r.stderr
-    first, second, sample = r.stdout.split("\n", 2)
+def test_torch_ref_job_runs_like_the_lecture(shakespeare_path, capsys):
+    rc = torch_ref_main(["--data", str(shakespeare_path), "--max-iters", "20", "--eval-interval", "10",
+                         "--eval-iters", "2", "--sample-tokens", "40"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    first, second, sample = out.split("\n", 2)
     assert first.startswith("step 0: train loss 4.") and second.startswith("step 10: ")
     assert len(sample) == 41 + 1  # the context character, 40 sampled ones, print's newline
 
