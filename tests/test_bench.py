@@ -84,6 +84,7 @@ def check_page(page: str, doc: dict, private: list[Path]) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.torch  # its rows time torch beside bigram_jax
 def test_quick_bench_writes_every_figure_and_the_page(tmp_path: Path, shakespeare_path: Path):
     """The quick bench end to end, its page in a temp folder: the committed docs/benchmarks.md is not touched."""
     out, md = tmp_path / "bench.json", tmp_path / "docs" / "benchmarks.md"

@@ -41,6 +41,7 @@ TIME_SCALE = 5
 
 
 @pytest.mark.e2e
+@pytest.mark.torch  # the bench's rows against torch are parts of the check
 def test_quick_check_writes_every_part(tmp_path: Path, shakespeare_path: Path):
     """Every part ran and passed its checks on the CPU; both files hold its figures; nothing claims a GPU."""
     from bench.device_check import BUDGET_S
@@ -89,6 +90,7 @@ def test_a_part_past_its_box_is_killed_and_recorded(tmp_path: Path):
     assert not device_parts.RUNNING
 
 
+@pytest.mark.torch
 def test_a_spent_budget_is_recorded_and_fails_the_check(tmp_path: Path, monkeypatch, capsys):
     """The machine part takes the budget; the tests part is not started, says why, and the status is 1. The part
     runs in this process (a part's own process and box are the tests above) and takes at least the budget's last
