@@ -1,9 +1,13 @@
 """scripts/sample.py (bigram_jax/cli/sample.py): samples from a checkpoint, bad input as one line."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from tests.conftest import run_cli, script
+from tests.conftest import ROOT, one_line, run_cli, script
 
 
 def test_sample_from_checkpoint(trained, tmp_path):
@@ -55,3 +59,28 @@ def test_sample_puts_only_the_samples_on_stdout(pair):
     assert len(r.stdout) == 2 * (6 + 50 + 1) and r.stdout.startswith("ROMEO:"), r.stdout
     assert r.stdout[6 + 50:].startswith("\nROMEO:") and r.stdout.endswith("\n")
     assert "sample" not in r.stdout and "sample 1" in r.stderr and "sample 2" in r.stderr
+
+
+@pytest.mark.e2e
+def test_a_closed_stdout_ends_quietly(run):
+    """sample.py | head: the reader goes away mid-sample; the command stops with 128 + SIGPIPE and says nothing
+    (before: 'error: Broken pipe', exit 1)."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    p = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "sample.py"), "--checkpoint", str(run),
+                          "--num-tokens", "200000"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    assert p.stdout.read(10)  # the first characters, then the reader closes its end
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 128 + signal.SIGPIPE and err == ""
+
+
+def test_a_long_prompt_times_many_samples_is_refused_in_one_line(run, tmp_path):
+    """The memory check counts the prompt's copies (num_samples x prompt length), not only the new tokens."""
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("a" * 3_000_000)
+    r = run_cli("sample.py", "--checkpoint", str(run), "--prompt-file", str(prompt), "--num-samples", "20000",
+                "--num-tokens", "1")
+    one_line(r, 2, "prompt copies", "GiB")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ torch = pytest.importorskip("torch", reason="export and import need PyTorch (pip
 
 from bigram_jax import load_checkpoint  # noqa: E402
 from bigram_jax.model import table_of  # noqa: E402
-from tests.conftest import one_line, run_cli, run_script  # noqa: E402
+from tests.conftest import ROOT, one_line, run_cli, run_script  # noqa: E402
 from torch_ref import parity  # noqa: E402
 
 
@@ -92,3 +93,21 @@ def test_small_tracebacks_of_round_one(tmp_path, run, capsys):
     (tmp_path / "one.txt").write_text("a")
     rc = parity.main(["--data", str(tmp_path / "one.txt")])
     one_line(subprocess.CompletedProcess("parity", rc, *capsys.readouterr()), 2, "too short")
+
+
+def test_a_fifo_state_dict_is_refused_at_once(tmp_path):
+    """import_torch.py --state-dict on a FIFO: one line, no wait for a writer that never comes."""
+    fifo = tmp_path / "table.pt"
+    os.mkfifo(fifo)
+    one_line(run_cli("import_torch.py", "--state-dict", str(fifo), "--out-dir", str(tmp_path / "run")), 2,
+             "not a regular file")
+
+
+def test_export_never_writes_through_a_link(tmp_path):
+    """A dangling link where the tokenizer file goes: refused, its target never created, no .pt written."""
+    target = tmp_path / "elsewhere.json"
+    (tmp_path / "X.tokenizer.json").symlink_to(target)
+    r = run_cli("export_torch.py", "--checkpoint", str(ROOT / "tests" / "fixtures" / "v010_run"), "--out",
+                str(tmp_path / "X.pt"))
+    one_line(r, 2, "exists")
+    assert not target.exists() and not (tmp_path / "X.pt").exists()
