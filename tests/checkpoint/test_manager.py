@@ -15,7 +15,7 @@ from bigram_jax.checkpoint import manager as ckpt
 from bigram_jax.config import Config
 from bigram_jax.model import table_of
 from bigram_jax.train import init_state, train_steps
-from tests.conftest import _leaves, one_line, run_script
+from tests.conftest import _leaves, ok, one_line, run_cli, run_script
 
 FAST = ["--sample-tokens", "0", "--eval-interval", "100"]
 
@@ -61,18 +61,18 @@ def test_one_process_saves_runs_of_other_optimizers(tmp_path):
 
 @pytest.mark.e2e
 def test_a_damaged_metrics_file_leaves_the_intact_steps_reachable(run, tmp_path):
+    """Sampled, loaded and resumed in this process; plotted by plot.py in a process of its own (the one run of
+    scripts/plot.py as a command in these folders)."""
     d = tmp_path / "run"
     shutil.copytree(run, d)
     (d / "checkpoints" / "100" / "metrics" / "metrics").write_text("{broken")
-    assert run_script("sample.py", "--checkpoint", str(d), "--num-tokens", "5").returncode == 0
+    ok(run_cli("sample.py", "--checkpoint", str(d), "--num-tokens", "5"))
     assert load_checkpoint(d).step == 300
-    r = run_script("train.py", "--resume", "--out-dir", str(d), "--max-iters", "400")
-    assert r.returncode == 0 and "step 400:" in r.stdout, r.stderr
-    r = run_script("plot.py", "--run", str(d), "--out", str(tmp_path / "png"))
-    assert r.returncode == 0, r.stderr
+    r = ok(run_cli("train.py", "--resume", "--out-dir", str(d), "--max-iters", "400"))
+    assert "step 400:" in r.stdout
+    ok(run_script("plot.py", "--run", str(d), "--out", str(tmp_path / "png")))
 
 
-@pytest.mark.e2e
 def test_a_full_disk_stops_the_run_with_the_last_good_checkpoint(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -80,8 +80,8 @@ def test_a_full_disk_stops_the_run_with_the_last_good_checkpoint(tmp_path):
                       capture_output=True).returncode != 0:
         pytest.skip("no tmpfs can be mounted here (needs root and a mount namespace): the full-disk case is untested")
     try:
-        r = run_script("train.py", "--out-dir", str(disk / "run"), "--max-iters", "100000", "--checkpoint-every",
-                       "100", *FAST)
+        r = run_cli("train.py", "--out-dir", str(disk / "run"), "--max-iters", "100000", "--checkpoint-every", "100",
+                    *FAST)
         one_line(r, 2, "cannot save")
         steps = sorted(int(p.name) for p in (disk / "run" / "checkpoints").iterdir() if p.name.isdigit())
         assert steps and load_checkpoint(disk / "run").step == steps[-1]  # the last good one loads

@@ -10,7 +10,7 @@ from bigram_jax.config import Config
 from bigram_jax.devices import memory, parallel
 from bigram_jax.errors import UserError
 from bigram_jax.train import DRAW_STEPS
-from tests.conftest import one_line, run_script
+from tests.conftest import one_line, run_cli
 
 GIB = 2**30
 
@@ -80,14 +80,13 @@ def test_an_accelerator_that_does_not_say_its_memory(monkeypatch):
     assert memory.data_home(cfg, OPENWEBTEXT_TOKENS, GPT2_V, _mesh()) == "host"
 
 
-@pytest.mark.e2e
 def test_sizes_are_checked_at_start_against_the_memory_there_is(tmp_path, run):
     (tmp_path / "big.json").write_text('{"max_iters": 1e100}')
     (tmp_path / "str.json").write_text('{"batch_size": "32"}')
     for argv, msg in ((["--batch-size", str(10**9)], "GiB are available"), (["--sample-tokens", str(10**10)], "2**31"),
                       (["--config", str(tmp_path / "big.json")], "max_iters"),
                       (["--config", str(tmp_path / "str.json")], "batch_size must be an int")):
-        one_line(run_script("train.py", *argv, "--out-dir", str(tmp_path / "o")), 2, msg)
+        one_line(run_cli("train.py", *argv, "--out-dir", str(tmp_path / "o")), 2, msg)
     assert not (tmp_path / "o").exists()
     for argv, msg in ((["--num-tokens", str(10**10)], "2**31"), (["--num-samples", str(10**9)], "GiB are available")):
-        one_line(run_script("sample.py", "--checkpoint", str(run), *argv), 2, msg)
+        one_line(run_cli("sample.py", "--checkpoint", str(run), *argv), 2, msg)

@@ -10,21 +10,19 @@ import numpy as np
 import pytest
 
 from bigram_jax import load_checkpoint
-from tests.conftest import ROOT, env_of, ok, one_line, run_script, said, train
+from tests.conftest import ROOT, env_of, ok, one_line, run_cli, said
 
 FAST = ["--sample-tokens", "0", "--eval-interval", "100"]
 FAST_50 = ["--sample-tokens", "0", "--eval-interval", "50"]
-
-pytestmark = pytest.mark.e2e
 
 
 def test_invalid_optimizer_settings_are_refused_and_a_non_finite_loss_stops_the_run(tmp_path):
     for argv, msg in ((["--eps", "0"], "eps must be positive"), (["--beta2", "0.99999999"], "rounds to 1.0"),
                       (["--weight-decay", "1e10"], "below 1")):
-        one_line(run_script("train.py", *argv, "--out-dir", str(tmp_path / "o")), 2, msg)
+        one_line(run_cli("train.py", *argv, "--out-dir", str(tmp_path / "o")), 2, msg)
     out = tmp_path / "nan"
-    r = run_script("train.py", "--out-dir", str(out), "--learning-rate", "1e38", "--weight-decay", "0", "--max-iters", "600",
-                   "--checkpoint-every", "100", *FAST)
+    r = run_cli("train.py", "--out-dir", str(out), "--learning-rate", "1e38", "--weight-decay", "0", "--max-iters", "600",
+                "--checkpoint-every", "100", *FAST)
     one_line(r, 3, "non-finite")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]  # valid JSON: no bare NaN
     assert all(np.isfinite(row["train_loss"]) for row in rows)
@@ -39,7 +37,8 @@ def test_the_floor_of_certain_and_of_one_character_corpora_reads_well(tmp_path):
     one-character corpus has no exponent ("add-1e+03 smoothing") in it."""
     for name, text, bad in (("ab", "ab" * 2000, r"(?<!\w)-0\.0"), ("a", "a" * 2000, r"e\+0")):
         (tmp_path / f"{name}.txt").write_text(text)
-        r = ok(train(tmp_path / name, "--data", str(tmp_path / f"{name}.txt"), "--max-iters", "10", *FAST_50))
+        r = ok(run_cli("train.py", "--out-dir", str(tmp_path / name), "--data", str(tmp_path / f"{name}.txt"),
+                       "--max-iters", "10", *FAST_50))
         (floor,) = said(r, "floor:")
         assert not re.search(bad, floor), floor
 
@@ -126,6 +125,7 @@ sys.exit(1 if found else 0)
 '''
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
 @pytest.mark.parametrize("program", ["import_all", "train"])
 def test_importing_and_running_the_library_changes_nothing_process_wide(tmp_path, shakespeare_path, program):

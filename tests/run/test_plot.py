@@ -14,9 +14,8 @@ from bigram_jax.run import plot
 from tests.conftest import ROOT, SHORT, TRAIN_FLAGS, _bare_env, _events, _wired, check_png
 
 
-@pytest.mark.e2e
-def test_tables_are_distributions_and_the_optimum_is_the_counts(runs: tuple[Path, Path]) -> None:
-    learned, optimum, vocab, step = plot.tables(runs[0])
+def test_tables_are_distributions_and_the_optimum_is_the_counts(drawn: Path) -> None:
+    learned, optimum, vocab, step = plot.tables(drawn)
     assert step == 300 and learned.shape == optimum.shape == (len(vocab), len(vocab))
     np.testing.assert_allclose(learned.sum(axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(optimum.sum(axis=1), 1.0, atol=1e-9)
@@ -25,12 +24,11 @@ def test_tables_are_distributions_and_the_optimum_is_the_counts(runs: tuple[Path
     assert learned[q, u] < 1.0  # a softmax never puts all the mass on one character
 
 
-@pytest.mark.e2e
-def test_changed_data_file_is_a_clear_error(runs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_data_file_is_a_clear_error(drawn: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = files.load_text
     monkeypatch.setattr(files, "load_text", lambda p: (real(p)[0], "0" * 64))
     with pytest.raises(UserError, match="changed since"):
-        plot.tables(runs[0])
+        plot.tables(drawn)
 
 
 def test_whitespace_tick_labels_are_visible() -> None:
@@ -43,14 +41,13 @@ def test_missing_matplotlib_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
         plot.check_available()
 
 
-@pytest.mark.e2e
 @pytest.mark.skipif(not TRAIN_FLAGS, reason="train.py --plot/--tensorboard not wired yet, or extras missing")
-def test_train_plot_and_tensorboard_flags(runs: tuple[Path, Path]) -> None:
+def test_train_plot_and_tensorboard_flags(drawn: Path) -> None:
     if "--plot" in TRAIN_FLAGS:
         for name in ("loss.png", "transitions.png"):
-            check_png(runs[0] / name)
+            check_png(drawn / name)
     if "--tensorboard" in TRAIN_FLAGS:
-        events = _events(runs[0])
+        events = _events(drawn)
         assert {"loss/train", "loss/val", "opt/lr", "perf/tokens_per_second"} <= {t for _, t, _ in events}
         assert max(s for s, _, _ in events) == 300
 
