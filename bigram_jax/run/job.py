@@ -90,6 +90,10 @@ def train_and_evaluate(cfg: Config, resume: Resume | None = None, tensorboard: b
         with RunDir(job.cfg, int(job.state.step), parallel.is_primary(), tensorboard, t_start) as run, \
                 StopRequests() as stops, job.checkpoints:
             trained = train_loop(job, run, stops)
+        # a stop that came after the loop's last look (its last save, closing the checkpoints): no closing sample
+        stop = parallel.agree(stops.signum, 1, False)[0]  # one decision for every process
+        if stop:
+            raise Interrupted(stop, int(trained.state.step))
         # every checkpoint is on disk now, and a stop signal stops the closing sample at once
         return summarize(job, trained, run, before)
 
