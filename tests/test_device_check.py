@@ -80,6 +80,7 @@ def test_quick_check_writes_every_part(tmp_path: Path, shakespeare_path: Path):
 
 
 @pytest.mark.e2e
+@pytest.mark.torch  # the part it stops is one of the bench's, which imports torch
 def test_a_part_past_its_box_is_killed_and_recorded(tmp_path: Path):
     """A part still running at the end of its box is killed with everything it started, and says so."""
     from bench import device_check, device_parts

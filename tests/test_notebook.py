@@ -103,6 +103,7 @@ def _output_text(nb: nbformat.NotebookNode) -> str:
 
 
 @pytest.mark.e2e
+@pytest.mark.torch  # the notebook sets the lecture's torch model beside the JAX one
 def test_notebook_runs_top_to_bottom(tmp_path, shakespeare_path, monkeypatch):
     """Every cell runs without raising, on the CPU, writing only under a temp folder; the outputs are clean."""
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ".jupyter"))  # the kernel's connection file

@@ -127,7 +127,7 @@ sys.exit(1 if found else 0)
 
 @pytest.mark.e2e
 @pytest.mark.usefixtures("own_cache")
-@pytest.mark.parametrize("program", ["import_all", "train"])
+@pytest.mark.parametrize("program", [pytest.param("import_all", marks=pytest.mark.torch), "train"])  # all: torch_ref too
 def test_importing_and_running_the_library_changes_nothing_process_wide(tmp_path, shakespeare_path, program):
     """Issue 20, case 13: importing every module of bigram_jax and torch_ref, and then (second case) a whole
     train_and_evaluate with checkpoints, leave the excepthooks, signal handlers, logger levels, warning filters

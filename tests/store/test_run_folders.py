@@ -13,6 +13,7 @@ FAST = ["--sample-tokens", "0", "--eval-interval", "10"]
 
 
 @pytest.mark.e2e
+@pytest.mark.torch  # export_torch.py and import_torch.py are among the commands it tries
 def test_a_fresh_run_never_writes_into_a_folder_that_holds_a_run(tmp_path):
     """(export_torch.py and import_torch.py in processes of their own: each command's one such test here.)"""
     mine = tmp_path / "x"
