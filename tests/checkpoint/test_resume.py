@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 import signal
 import time
 
@@ -103,13 +104,9 @@ def test_a_run_written_by_v010_loads_and_resumes_as_todays_run(tmp_path):
     _assert_same(old, fresh, exact=written_here(V010_RUN))  # bit for bit on jax 0.10.2, which wrote it
 
 
-@pytest.mark.parametrize("fixture, data", [("f6817d1_run", "tiny.txt"), ("f6817d1_ids_run", "tiny.bin")])
-def test_a_run_written_before_the_metadata_checksum_loads_and_resumes(tmp_path, fixture, data):
-    """tests/fixtures/f6817d1_*: 20 steps on tiny.txt (text) and tiny.bin (its ids) written by commit f6817d1, the
-    format before metadata checksums and tokenizer records: they load, sample and resume as today's runs."""
-    source, data = ROOT / "tests" / "fixtures" / fixture, ROOT / "tests" / "fixtures" / data
-    ck = load_checkpoint(source)
-    assert ck.step == 20 and "meta_sha256" not in ck.meta
+def _samples_and_resumes_as_a_fresh_run(source: Path, data: Path, tmp_path: Path) -> None:
+    """`source` (a fixture run at step 20) samples, resumes to 30, and ends where a run from scratch here ends: bit
+    for bit on the stack that wrote it, within ACROSS_STACKS on the other."""
     r = run_cli("sample.py", "--checkpoint", str(source), "--num-tokens", "10")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     old = tmp_path / "old"
@@ -123,24 +120,23 @@ def test_a_run_written_before_the_metadata_checksum_loads_and_resumes(tmp_path, 
     _assert_same(old, fresh, exact=written_here(source))
 
 
+@pytest.mark.parametrize("fixture, data", [("f6817d1_run", "tiny.txt"), ("f6817d1_ids_run", "tiny.bin")])
+def test_a_run_written_before_the_metadata_checksum_loads_and_resumes(tmp_path, fixture, data):
+    """tests/fixtures/f6817d1_*: 20 steps on tiny.txt (text) and tiny.bin (its ids) written by commit f6817d1, the
+    format before metadata checksums and tokenizer records: they load, sample and resume as today's runs."""
+    source, data = ROOT / "tests" / "fixtures" / fixture, ROOT / "tests" / "fixtures" / data
+    ck = load_checkpoint(source)
+    assert ck.step == 20 and "meta_sha256" not in ck.meta
+    _samples_and_resumes_as_a_fresh_run(source, data, tmp_path)
+
+
 def test_a_run_written_on_jax_0_12_loads_samples_and_resumes_here(tmp_path):
     """tests/fixtures/jax012_run: 20 steps on tiny.txt written on Python 3.13 with jax 0.12.1 (the newest stack):
-    it loads, samples and resumes on either stack, and ends where a run from scratch here ends, bit for bit on the
-    stack that wrote it and within ACROSS_STACKS on the other (f6817d1_run and v010_run: the same, from jax 0.10.2)."""
+    it loads, samples and resumes on either stack (the f6817d1 and v010 runs: the same, from jax 0.10.2)."""
     source = ROOT / "tests" / "fixtures" / "jax012_run"
     ck = load_checkpoint(source)
     assert ck.step == 20 and ck.meta["versions"]["jax"] == "0.12.1" and "meta_sha256" in ck.meta
-    r = run_cli("sample.py", "--checkpoint", str(source), "--num-tokens", "10")
-    assert r.returncode == 0 and r.stdout.strip(), r.stderr
-    old = tmp_path / "old"
-    shutil.copytree(source, old)
-    r = run_cli("train.py", "--resume", "--out-dir", str(old), "--data", str(TINY), "--max-iters", "30",
-                "--sample-tokens", "0")
-    assert r.returncode == 0 and "step 30:" in r.stdout, r.stderr
-    fresh = tmp_path / "fresh"
-    ok(run_cli("train.py", "--out-dir", str(fresh), "--data", str(TINY), "--max-iters", "30", "--eval-interval", "10",
-               "--keep-checkpoints", "1", "--sample-tokens", "0"))
-    _assert_same(old, fresh, exact=written_here(source))
+    _samples_and_resumes_as_a_fresh_run(source, TINY, tmp_path)
 
 
 @pytest.mark.usefixtures("own_cache", "tiktoken_plugin")
