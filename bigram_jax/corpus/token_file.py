@@ -7,10 +7,12 @@ file's identity (path, inode, size, mtime and ctime), so a second run, or a resu
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import weakref
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,6 +23,40 @@ from bigram_jax.store.files import check_regular
 
 TOKEN_SUFFIXES = (".bin", ".npy")
 CHUNK = 1 << 24  # tokens per read of a streaming pass: 32-128 MB of memory whatever the file's size
+
+
+def dtype_for(max_id: int) -> str:
+    """The flat token file's dtype for ids up to `max_id`: the largest id a tokenizer can emit, not its number of
+    entries (a vocabulary's ids need not be 0..n-1)."""
+    if max_id < 1 << 16:
+        return "<u2"
+    if max_id < 1 << 32:
+        return "<u4"
+    raise UserError(f"token ids up to {max_id} do not fit a uint32 token file")
+
+
+def write_ids(f: BinaryIO, ids: np.ndarray, dtype: str, path: Path) -> None:
+    """Append `ids` to the token file `f` (at `path`) as `dtype`, checked to fit: a cast never wraps an id. A full
+    disk is said in words."""
+    ids = np.asarray(ids)
+    top = np.iinfo(np.dtype(dtype)).max
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > top):
+        bad = int(ids.max()) if int(ids.max()) > top else int(ids.min())
+        raise UserError(f"token id {bad} does not fit the {np.dtype(dtype).name} token file {path}")
+    data = memoryview(ids.astype(dtype, copy=False).tobytes())
+    try:
+        while data:  # (an unbuffered file may take part of it)
+            data = data[f.write(data):]
+    except OSError as e:
+        raise write_error(e, path) from None
+
+
+def write_error(e: OSError, path: Path) -> UserError:
+    """A failed write of a token file, in words."""
+    if e.errno == errno.ENOSPC:
+        return UserError(f"no space left on device writing {path}: free some space (or set XDG_CACHE_HOME to "
+                         "another disk) and run again")
+    return UserError(f"cannot write {path} ({e.strerror or e})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """BPE tokenizers (bigram_jax/corpus/bpe.py): trained on, sampled, recorded whole; the extra absent or offline."""
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -12,8 +13,18 @@ import pytest
 
 from bigram_jax import load_checkpoint
 from bigram_jax.corpus.bpe import EXTRA
+from bigram_jax.errors import UserError
 from bigram_jax.model import table_of
-from tests.conftest import TK_NAME, _env, _paragraphs, _python, one_line, run_cli, run_script, write_plugin
+from tests.conftest import (
+    TK_NAME,
+    _env,
+    _paragraphs,
+    _python,
+    one_line,
+    run_cli,
+    run_script,
+    write_plugin,
+)
 from tests.conftest import metric_rows as _rows
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -45,19 +56,21 @@ def test_bpe_run_names_its_tokenizer_and_samples_text(bpe, plugin):
 
 @pytest.mark.e2e
 def test_bpe_exact_losses_equal_a_float64_brute_force(bpe, shakespeare_text):
-    whole = np.asarray(bpe.encode(shakespeare_text), np.int64)
-    # the run encoded the text line by line into its token file: for GPT-2's pattern, the whole text's ids
+    # nanoGPT's split: the first 90% of the characters and the rest, each encoded whole on its own; the run encoded
+    # them in pieces into its token file, and holds the same ids
+    k = int(0.9 * len(shakespeare_text))
+    train, val = (np.asarray(bpe.encode(part), np.int64) for part in (shakespeare_text[:k], shakespeare_text[k:]))
+    whole = np.concatenate([train, val])
     files = list(bpe.cache.rglob("tokens-*.bin"))
     assert len(files) == 1, files
     ran = np.fromfile(files[0], "<u2").astype(np.int64)
-    assert len(ran) == len(whole) and np.array_equal(ran, whole), "line-by-line ids differ from the whole text's"
+    assert len(ran) == len(whole) and np.array_equal(ran, whole), "the cached ids differ from the parts' own"
     ck = load_checkpoint(bpe.run)
     assert ck.step == 100
     table = np.asarray(table_of(ck.params), np.float64)
     logp = table - table.max(axis=1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-    n = int(0.9 * len(whole))
-    brute = [-logp[s[:-1], s[1:]].mean() for s in (whole[:n], whole[n:])]
+    brute = [-logp[s[:-1], s[1:]].mean() for s in (train, val)]
     last = _rows(bpe.run)[100]
     np.testing.assert_allclose([last["train_loss"], last["val_loss"]], brute, rtol=1e-5)
     assert brute[0] < _rows(bpe.run)[0]["train_loss"] - 0.3  # it learned: the check compares trained numbers
@@ -210,3 +223,51 @@ def test_tiktoken_ids_with_no_bytes_decode_as_replacement_characters():
     assert tok.vocab_size == 301
     assert tok.decode([65, 260, 66]) == "A\ufffdB"
     assert show(tok, np.array([65, 299, 300, 66])) == "A\ufffd<|end|>B"
+
+
+def _fake_r50k(folder, monkeypatch) -> bytes:
+    """A small .tiktoken file where tiktoken's cache keeps r50k_base's (sha1 of its URL, in TIKTOKEN_CACHE_DIR),
+    taken for the real one (its digest in place of tiktoken's expected hash)."""
+    from bigram_jax.corpus import bpe
+
+    raw = b"".join(base64.b64encode(t) + b" %d\n" % i for i, t in enumerate(
+        [bytes([b]) for b in range(256)] + [b"he", b"hel", b"hell", b"hello"]))
+    folder.mkdir(exist_ok=True)
+    (folder / hashlib.sha1(bpe._R50K_FILE.encode()).hexdigest()).write_bytes(raw)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(folder))
+    monkeypatch.setattr(bpe, "_R50K_SHA256", hashlib.sha256(raw).hexdigest())
+    return raw
+
+
+def test_gpt2_offline_uses_r50k_bases_cached_file(tmp_path, monkeypatch, capsys):
+    """Issue 27 item 5: gpt2's own files not cached, r50k_base's is (digest checked): gpt2 is built from it with no
+    download (get_encoding is never asked), and the run says so. Another digest: not used."""
+    from bigram_jax.corpus import bpe
+
+    _fake_r50k(tmp_path / "tk", monkeypatch)
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: pytest.fail("tried tiktoken's download path"))
+    tok = bpe.tiktoken_named("gpt2")
+    assert tok.name == tok.enc.name == "gpt2" and tok.enc._pat_str == bpe._R50K_PAT
+    assert tok.enc.eot_token == 50256 and tok.encode("hello hello").tolist() == [259, 32, 259]
+    assert "using r50k_base's" in capsys.readouterr().err
+    monkeypatch.setattr(bpe, "_R50K_SHA256", "0" * 64)  # not tiktoken's file: left alone
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(UserError, match="tiktoken cannot load 'gpt2'"):
+        bpe.tiktoken_named("gpt2")
+
+
+def test_gpt2_offline_message_is_whole_and_names_r50k_base(tmp_path, monkeypatch):
+    """Nothing cached, no network: the library's long message is cut at a word, never mid-word, and the line
+    says r50k_base's file serves too."""
+    from bigram_jax.corpus import bpe
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    long = "HTTPSConnectionPool(host='openaipublic.blob.core.windows.net', port=443): Max retries exceeded with " \
+           "url: /gpt-2/encodings/main/vocab.bpe (Caused by NameResolutionError(\"Failed to resolve\"))"
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: (_ for _ in ()).throw(ConnectionError(long)))
+    with pytest.raises(UserError) as e:
+        bpe.tiktoken_named("gpt2")
+    msg = str(e.value)
+    assert "\n" not in msg and "r50k_base" in msg and msg.endswith("r50k_base's file serves too: the same encoding)")
+    shown = msg[msg.index("(ConnectionError: ") + 18:msg.index(" ...)")]
+    assert long.startswith(shown) and long[len(shown)] == " "  # cut between words

@@ -31,7 +31,7 @@ def test_a_large_character_text_needs_no_line_breaks(tmp_path, monkeypatch):
     small = load_corpus(make_config({"data": str(path)}))
     monkeypatch.setattr(text_file, "IN_MEMORY_MAX", 1000)
     monkeypatch.setattr(text_file, "CHUNK", 777)
-    monkeypatch.setattr(text_file, "MAX_LINE", 5000)  # far below the text: a cut rule would have refused it
+    monkeypatch.setattr(text_file, "MAX_ITEM", 5000)  # far below the text: a cut rule would have refused it
     big = load_corpus(make_config({"data": str(path)}))
     assert big.train_file is not None and big.tokenizer == small.tokenizer
     np.testing.assert_array_equal(np.asarray(big.train), small.train)
@@ -184,3 +184,35 @@ def test_two_first_runs_on_one_large_text_at_once_agree(tmp_path, shakespeare_pa
         assert p.returncode == 0, (p.returncode, err[-3000:])
     lines = [[x for x in o.splitlines() if x.startswith(("data:", "floor:", "step"))] for o, _ in outs]
     assert lines[0] == lines[1] and len(lines[0]) >= 4, lines
+
+
+@pytest.mark.parametrize("kind", ["tiktoken", "chars"])
+def test_nanogpts_split_encodes_each_part_on_its_own(tmp_path, monkeypatch, tk_enc, shakespeare_text, kind):
+    """Issue 27 item 4: with train_frac, the first int(0.9 * characters) characters and the rest are encoded each
+    on its own (nanoGPT's prepare.py), whatever the reads and cuts, and the train split's length comes back (and
+    from the cache). Characters: the same ids either way."""
+    from bigram_jax.corpus import bpe
+
+    monkeypatch.setattr(text_file, "ITEM_CHARS", 97)
+    monkeypatch.setattr(text_file, "CHUNK", 1000)
+    text = shakespeare_text[:30_000].replace("the", "th\u00e9") + " \u2014 end"  # more bytes than characters
+
+    def parts(t: str) -> list[int]:
+        return tk_enc.encode_ordinary(t[:int(0.9 * len(t))]) + tk_enc.encode_ordinary(t[int(0.9 * len(t)):])
+
+    while parts(text) == tk_enc.encode_ordinary(text):
+        text += "s"  # until the split falls mid-token: the parts' ids differ from the whole's
+    s = int(0.9 * len(text))
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    if kind == "tiktoken":
+        tok, expected = bpe.Tiktoken("t", tk_enc), [tk_enc.encode_ordinary(text[:s]), tk_enc.encode_ordinary(text[s:])]
+        assert expected[0] + expected[1] != tk_enc.encode_ordinary(text)
+    else:
+        tok = CharTokenizer.from_text(text)
+        expected = [tok.encode(text[:s]).tolist(), tok.encode(text[s:]).tolist()]
+    for _ in range(2):  # encoded, then from the cache
+        tf, _, _, n_train = text_file.encode_to_cache(path, path.stat(), tok, train_frac=0.9)
+        assert np.asarray(tf.tokens).tolist() == expected[0] + expected[1] and n_train == len(expected[0])
+    tf, _, _ = text_file.encode_to_cache(path, path.stat(), tok)  # no split: the whole text, a file of its own
+    assert len(tf.tokens) == len((tk_enc.encode_ordinary if kind == "tiktoken" else tok.encode)(text))

@@ -16,7 +16,17 @@ from bigram_jax.corpus import token_file
 from bigram_jax.corpus.load import load_corpus
 from bigram_jax.counts import PairCounter
 from bigram_jax.errors import UserError
-from tests.conftest import _walk, devices_env, ok, one_line, rewrite_keeping_times, run_cli, run_script, said, write_ids
+from tests.conftest import (
+    _walk,
+    devices_env,
+    ok,
+    one_line,
+    rewrite_keeping_times,
+    run_cli,
+    run_script,
+    said,
+    write_ids,
+)
 
 FAST = ["--sample-tokens", "0", "--eval-interval", "10"]
 
