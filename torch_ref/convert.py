@@ -11,7 +11,7 @@ import torch
 
 from bigram_jax.errors import UserError
 from bigram_jax.model import params_of, table_of
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import open_checked
 
 KEY = "token_embedding_table.weight"
 DTYPES = {torch.float16: jnp.float16, torch.bfloat16: jnp.bfloat16, torch.float32: jnp.float32,
@@ -38,6 +38,9 @@ def torch_to_flax(state_dict: dict, vocab_size: int | None = None) -> dict:
         raise UserError(f"{KEY} must be a torch tensor, got {type(w).__name__}")
     if w.layout != torch.strided:  # sparse or other layouts: the lecture's table is a plain dense tensor
         raise UserError(f"{KEY} must be a dense tensor, got layout {w.layout}")
+    if w.is_meta:  # a shape without data (torch.device('meta')): map_location cannot give it any
+        raise UserError(f"{KEY} is a meta-device tensor: it has a shape but no values (save the model's "
+                        "table after it is initialized or trained)")
     _check_table(KEY, tuple(w.shape), w.dtype, w.dtype in DTYPES, vocab_size)
     if not bool(torch.isfinite(w).all()):
         raise UserError(f"{KEY} holds NaN or infinite values: nothing to train or sample from")
@@ -85,15 +88,13 @@ def save_torch_state_dict(params: Any, path: str | Path) -> None:
 
 def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a torch .pt state_dict safely (weights_only: no code runs from the file)."""
-    check_regular(Path(path), "state_dict file")  # a FIFO would block, a device never end
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"state_dict file not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... on a file it cannot load
-        raise UserError(f"{path} is not a torch state_dict file ({type(e).__name__})") from None
+    with open_checked(path, "state_dict file") as f:  # regular: a FIFO would block, a device never end
+        try:
+            sd = torch.load(f, map_location="cpu", weights_only=True)
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+        except Exception as e:  # noqa: BLE001  (UnpicklingError, RuntimeError, EOFError...: a file torch cannot load)
+            raise UserError(f"{path} is not a torch state_dict file ({type(e).__name__})") from None
     if not isinstance(sd, dict):
         raise UserError(f"{path} holds a {type(sd).__name__}, not a state_dict")
     return sd

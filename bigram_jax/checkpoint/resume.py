@@ -103,8 +103,8 @@ def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
     problems, notes = [], []
     old_id, new_id = record_identity(meta.get("tokenizer"), meta.get("vocab")), corpus.tokenizer.identity
     if old_id != new_id:
-        what = f"tokenizer differs ({describe_record(meta.get('tokenizer'), meta.get('vocab'))} vs " \
-               f"{corpus.tokenizer.describe()})"
+        what = _tokenizer_change(describe_record(meta.get("tokenizer"), meta.get("vocab")), old_id,
+                                 corpus.tokenizer.describe(), new_id, (meta.get("tokenizer") or {}).get("source"))
         # token-id data keeps its ids whatever decodes them: adding or dropping a tokenizer changes only the text
         token_data = corpus.path.suffix in TOKEN_SUFFIXES
         (notes if token_data and "ids" in (old_id, new_id) else problems).append(what)
@@ -127,6 +127,15 @@ def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
             "the result will differ from an uninterrupted run")
     for n in notes:
         say(f"note: {n}: the same ids, decoded from now on with {corpus.tokenizer.describe()}")
+
+
+def _tokenizer_change(old: str, old_id: str, new: str, new_id: str, source: str | None) -> str:
+    """What changed between the checkpoint's tokenizer and this run's, in words: where both are described alike
+    (the same file, rewritten since), the digests are what differs."""
+    if old != new:
+        return f"tokenizer differs ({old} vs {new})"
+    what = f"the tokenizer file {source}" if source else f"the tokenizer {old}"
+    return f"{what} changed since the checkpoint (digest {old_id[:12]}... -> {new_id[:12]}...)"
 
 
 def _versions() -> dict[str, str]:

@@ -2,31 +2,29 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from bigram_jax.errors import UserError
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import check_nesting, read_checked
+
+CONFIG_MAX = 1 << 20  # bytes: a file of flat settings is a few hundred
+CONFIG_DEPTH = 4  # containers: the settings are one flat table of scalars; a little room for a list
 
 
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a JSON or TOML config file into a dict (keys checked later)."""
-    p = Path(path)
-    if p.exists():
-        check_regular(p, "config file")  # a FIFO would block
+    kind = "TOML" if Path(path).suffix == ".toml" else "JSON"
+    raw = read_checked(Path(path), "config file", CONFIG_MAX)  # regular, bounded: a FIFO would block
     try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
-    try:
-        if p.suffix == ".toml":
-            d = tomllib.loads(raw.decode("utf-8"))
-        else:
-            d = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        d = tomllib.loads(text) if kind == "TOML" else json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"config file {path} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {e}") from None
+        raise UserError(f"config file {path} is not valid {kind}: {str(e).splitlines()[0][:200]}") from None
+    except RecursionError:  # both parsers recurse per nesting level: [[[[... 100,000 deep overflows them
+        raise UserError(f"config file {path} nests values too deep to be settings") from None
+    check_nesting(d, CONFIG_DEPTH, f"config file {path}")  # what parses may still be too deep to print or compare
     if not isinstance(d, dict):
         raise UserError(f"config file {path} must hold a table/object of settings")
     return d

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bigram_jax.errors import UserError, first_line
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import check_nesting, read_checked
 
 
 def code_points(text: str) -> np.ndarray:
@@ -143,6 +143,7 @@ class _OnlyPlainData(pickle.Unpickler):
 
 
 META_PKL_MAX = 16 << 20  # bytes: a character table of all 1,114,112 code points pickles to less
+META_PKL_DEPTH = 8  # containers: nanoGPT's meta.pkl is a dict of dicts
 _MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}  # opcodes that name a memo index
 
 
@@ -157,16 +158,41 @@ def _plain_data(path: Path) -> Any:
         return UserError(f"{path} is not a plain-data meta.pkl ({why}): only dict, list, tuple, str, int, float, "
                          "bool and None are read, and nothing in it was run")
 
-    if check_regular(path, "meta.pkl").st_size > META_PKL_MAX:
-        raise refuse(f"over {META_PKL_MAX >> 20} MB")
-    raw = path.read_bytes()
+    raw = read_checked(path, "meta.pkl", META_PKL_MAX)
     try:
         for op, arg, _ in pickletools.genops(raw):  # one at a time: a pickle holds fewer opcodes than bytes
             if op.name in _MEMO_OPS and arg >= len(raw):
                 raise ValueError("a memo index past its end")
-        return _OnlyPlainData(io.BytesIO(raw)).load()
+        value = _OnlyPlainData(io.BytesIO(raw)).load()
     except Exception as e:  # noqa: BLE001  (nothing was executed: whatever a bad file raises is the file's fault)
         raise refuse(first_line(e)) from None
+    check_nesting(value, META_PKL_DEPTH, f"{path} (a meta.pkl)")  # nanoGPT's is 2 deep: {'itos': {0: 'a'}}
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value from a file, for a message, in bounded words: never its whole repr (a 5000-digit int cannot be
+    printed at all, a nested one overflows the stack, a long string would flood the line)."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length():,} bits"
+    if isinstance(value, str):
+        return repr(value[:40]) + (f"... ({len(value):,} characters)" if len(value) > 40 else "")
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {type(value).__name__} of {len(value):,} items"
+    return f"a {type(value).__name__}"
+
+
+def _check_text_characters(path: Path, vocab: str) -> None:
+    """Refuse a table holding a lone surrogate (U+D800..U+DFFF): it is no character of any text, so it could never
+    be written out (samples, an export) and nothing should train on it."""
+    points = code_points(vocab)
+    bad = np.flatnonzero((points >= 0xD800) & (points <= 0xDFFF))
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(f"{path}: its character of id {i} is U+{int(points[i]):04X}, a lone surrogate, not text "
+                        "(no UTF-8 text holds one): a character table must hold a text's characters")
 
 
 def read_meta_pkl(path: Path) -> CharTokenizer:
@@ -180,11 +206,12 @@ def read_meta_pkl(path: Path) -> CharTokenizer:
             not isinstance(c, str) or len(c) != 1 for c in itos.values()):
         raise UserError(f"{path}: its 'itos' must map ids 0..V-1 to single characters (nanoGPT's character table)")
     vocab = "".join(itos[i] for i in range(V))
+    _check_text_characters(path, vocab)
     stoi = meta.get("stoi")
     if len(set(vocab)) != V or (stoi is not None and stoi != {c: i for i, c in enumerate(vocab)}):
         raise UserError(f"{path}: its 'stoi' and 'itos' disagree (a character must have one id)")
     if meta.get("vocab_size", V) != V:
-        raise UserError(f"{path}: vocab_size {meta.get('vocab_size')} but 'itos' has {V} characters")
+        raise UserError(f"{path}: vocab_size {_shown(meta.get('vocab_size'))} but 'itos' has {V} characters")
     return CharTokenizer(vocab, source=str(path))
 
 

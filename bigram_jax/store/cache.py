@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from bigram_jax.errors import UserError
+from bigram_jax.store.files import open_checked
+
 FORMAT = 1  # of the entries: part of every key, so a future format never reads an old entry as its own
 _MAGIC = b"bigram-jax cache entry\n"
 _noted: list[str] = []  # the HOME note, said once per process
@@ -92,8 +95,9 @@ def read(path: Path, key: dict) -> dict[str, np.ndarray] | None:
     """The arrays of the entry at `path` if it is intact and was stored under `key`; else None (absent,
     damaged, stale or another entry's: the caller computes it afresh and stores it)."""
     try:
-        blob = memoryview(path.read_bytes())
-    except OSError:
+        with open_checked(path, "cache entry") as f:  # a FIFO or device put in the cache is no entry: never waited on
+            blob = memoryview(f.read())
+    except (OSError, UserError):
         return None
     head = len(_MAGIC)
     if bytes(blob[:head]) != _MAGIC or hashlib.sha256(blob[head + 32:]).digest() != bytes(blob[head:head + 32]):
@@ -110,6 +114,6 @@ def read(path: Path, key: dict) -> dict[str, np.ndarray] | None:
         for name, dtype, shape in header["arrays"]:
             a = np.frombuffer(body, np.dtype(dtype), int(np.prod(shape)), at).reshape(shape)
             out[name], at = a, at + a.nbytes
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # (a header nested 100,000 deep: json recurses)
         return None
     return out

@@ -184,3 +184,24 @@ def test_smaller_cases(tmp_path, run):
     d = tmp_path / "run"
     shutil.copytree(run, d)
     one_line(run_cli("train.py", "--resume", "--out-dir", str(d), "--max-iters", "200"), 2, "past --max-iters")
+
+
+def test_resume_after_the_tokenizer_file_changed_says_what_changed(tmp_path, shakespeare_text):
+    """Issue 28 item 12: the meta.pkl beside the data rewritten (two characters swapped) since the checkpoint: the
+    refusal says that file changed and how (its digests), not 'tokenizer differs (X vs X)' with one name twice."""
+    import pickle
+
+    from tests.conftest import nanogpt_char_folder
+
+    folder = tmp_path / "data"
+    meta = nanogpt_char_folder(shakespeare_text[:100_000], folder)
+    run = tmp_path / "run"
+    data = ["--data", str(folder / "train.bin"), "--val-data", str(folder / "val.bin")]
+    ok(run_cli("train.py", *data, "--max-iters", "20", "--eval-interval", "10", "--out-dir", str(run), *FAST))
+    itos = dict(meta["itos"])
+    itos[1], itos[2] = itos[2], itos[1]
+    (folder / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": meta["vocab_size"], "itos": itos,
+                                                    "stoi": {c: i for i, c in itos.items()}}))
+    r = run_cli("train.py", "--resume", "--out-dir", str(run), "--max-iters", "40")
+    one_line(r, 2, f"the tokenizer file {folder / 'meta.pkl'} changed since the checkpoint (digest ", " -> ")
+    assert r.stderr.count(str(folder / "meta.pkl")) == 1, r.stderr

@@ -21,4 +21,22 @@ def test_bad_config_files(tmp_path, capsys):
     assert "unknown config key(s): n_layer" in _bad(tmp_path, capsys, "--config", str(tmp_path / "u.json"))
     (tmp_path / "b.toml").write_text("max_iters = [")
     assert "not valid TOML" in _bad(tmp_path, capsys, "--config", str(tmp_path / "b.toml"))
-    assert "cannot read config file" in _bad(tmp_path, capsys, "--config", str(tmp_path / "none.json"))
+    assert "config file not found" in _bad(tmp_path, capsys, "--config", str(tmp_path / "none.json"))
+
+
+def test_a_config_nested_deep_is_one_line(tmp_path, capsys):
+    """Issue 28 item 8: a JSON or TOML config nested 100,000 deep made the parser raise RecursionError (a
+    traceback); one nested a little (parsed, but no setting is) is refused too, before anything formats it."""
+    (tmp_path / "deep.json").write_text('{"max_iters": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert "nests values too deep" in _bad(tmp_path, capsys, "--config", str(tmp_path / "deep.json"))
+    (tmp_path / "deep.toml").write_text("max_iters = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert "nests values too deep" in _bad(tmp_path, capsys, "--config", str(tmp_path / "deep.toml"))
+    (tmp_path / "some.json").write_text('{"max_iters": ' + "[" * 500 + "]" * 500 + "}")
+    assert "nests values more than 4 deep" in _bad(tmp_path, capsys, "--config", str(tmp_path / "some.json"))
+
+
+def test_a_config_file_too_large_or_special_is_one_line(tmp_path, capsys):
+    """The config file goes through the one checked open: a folder, or a file over 1 MB, is one line."""
+    assert "not a regular file" in _bad(tmp_path, capsys, "--config", str(tmp_path))
+    (tmp_path / "big.json").write_text('{"max_iters": 20' + " " * (1 << 20) + "}")
+    assert "over the 1 MB" in _bad(tmp_path, capsys, "--config", str(tmp_path / "big.json"))

@@ -149,7 +149,43 @@ def _bad_metas(meta: dict) -> dict[str, bytes]:
         "truncated": good[: len(good) // 2],
         "empty": b"",
         "not a pickle": b"vocab_size: 65\n",
+        **_unprintable_metas(meta),
     }
+
+
+def _nested_pickle(depth: int) -> bytes:
+    """Pickle opcodes of a list nested `depth` deep, built without recursion: `depth` EMPTY_LISTs, each APPENDed
+    to the one before (pickle.dumps would overflow the stack making it; the unpickler does not loading it)."""
+    return b"]" * depth + b"a" * (depth - 1)
+
+
+def _unprintable_metas(meta: dict) -> dict[str, bytes]:
+    """Issue 28 item 8: values that the old error message could not format (a 5000-digit int raises ValueError in
+    str(), a list 100,000 deep RecursionError in repr), and a table with a lone surrogate, which trained and then
+    broke sample.py and export_torch.py (UnicodeEncodeError)."""
+    without = {k: v for k, v in meta.items() if k != "vocab_size"}
+    head = pickle.dumps(without, protocol=2)[:-1]  # the dict on the stack; STOP dropped, a SETITEM added below
+    key = b"X" + len(b"vocab_size").to_bytes(4, "little") + b"vocab_size"
+    surrogate = dict(meta["itos"])
+    surrogate[1] = "\ud800"
+    return {
+        "vocab_size of 5000 digits": pickle.dumps({**meta, "vocab_size": 10**5000 + 7}),
+        "vocab_size nested 100k deep": head + key + _nested_pickle(100_000) + b"s.",
+        "itos with a lone surrogate": pickle.dumps({**meta, "itos": surrogate,
+                                                    "stoi": {c: i for i, c in surrogate.items()}}),
+    }
+
+
+@pytest.mark.parametrize(("what", "words"), [("vocab_size of 5000 digits", "an integer of"),
+                                             ("vocab_size nested 100k deep", "nests values more than 8 deep"),
+                                             ("itos with a lone surrogate", "id 1 is U+D800, a lone surrogate")])
+def test_a_meta_pkl_value_is_never_formatted_whole(what, words, tmp_path):
+    """read_meta_pkl says what is wrong in bounded words (the old message formatted the value itself)."""
+    meta = {"vocab_size": 3, "itos": {0: "a", 1: "b", 2: "c"}, "stoi": {"a": 0, "b": 1, "c": 2}}
+    (tmp_path / "meta.pkl").write_bytes(_bad_metas(meta)[what])
+    with pytest.raises(UserError, match=re.escape(words)) as e:
+        read_meta_pkl(tmp_path / "meta.pkl")
+    assert len(str(e.value)) < 400 and "\n" not in str(e.value)
 
 
 @pytest.mark.usefixtures("own_cache")

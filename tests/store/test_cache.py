@@ -79,3 +79,32 @@ def test_without_home_the_cache_folder_is_named(tmp_path):
                        env=env_of(HOME=None, XDG_CACHE_HOME=None))
     ok(r)
     assert any("HOME" in line for line in r.stderr.splitlines()), r.stderr
+
+
+def test_an_entry_whose_header_nests_deep_is_a_bad_entry(tmp_path):
+    """Issue 28 item 8: a header nested 100,000 deep, resealed with a valid checksum, made json.loads raise
+    RecursionError in every run; it is a bad entry: not read, and rebuilt over."""
+    import hashlib
+
+    from bigram_jax.store import cache
+
+    path, key = tmp_path / "e.entry", {"kind": "test", "name": "x"}
+    assert cache.write(path, key, {"a": np.arange(5)})
+    header = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    body = header + np.arange(5).tobytes()
+    path.write_bytes(cache._MAGIC + hashlib.sha256(body).digest() + body)  # sealed: only the header is wrong
+    assert cache.read(path, key) is None
+    assert cache.write(path, key, {"a": np.arange(5)})  # rebuilt, then read as any entry
+    np.testing.assert_array_equal(cache.read(path, key)["a"], np.arange(5))
+
+
+def test_a_fifo_in_the_cache_is_no_entry(tmp_path):
+    """A FIFO where an entry goes is not waited on: read says there is no entry (before: read_bytes blocked)."""
+    import os
+
+    from bigram_jax.store import cache
+    from tests.store.test_files import _unblocked
+
+    os.mkfifo(tmp_path / "e.entry")
+    with _unblocked(tmp_path / "e.entry"):  # a hang guard: the old read would wait here for a writer
+        assert cache.read(tmp_path / "e.entry", {"kind": "test"}) is None

@@ -43,3 +43,37 @@ def test_special_files_are_refused(tmp_path, run):
              "not a regular file")
     one_line(run_script("sample.py", "--checkpoint", str(run), "--prompt-file", str(fifo), timeout=120), 2,
              "not a regular file")
+
+
+def test_the_checked_open(tmp_path):
+    """open_checked / read_checked: the one open of every small input. A FIFO is refused at once, never waited on
+    (it is opened without blocking, then checked on the open file); a folder, a missing file and one over its
+    limit are one line each; a regular file reads whole."""
+    from bigram_jax.errors import UserError
+    from bigram_jax.store.files import open_checked, read_checked
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "f.json").write_bytes(b"x" * 100)
+    with _unblocked(fifo):
+        for path, words in ((fifo, "not a regular file"), (tmp_path, "not a regular file"),
+                            (tmp_path / "none.json", "config file not found"),
+                            (tmp_path / "f.json", "is 100 bytes, over the 99 bytes")):
+            with pytest.raises(UserError, match=words):
+                read_checked(path, "config file", 99)
+    assert read_checked(tmp_path / "f.json", "config file", 100) == b"x" * 100
+    with open_checked(tmp_path / "f.json", "state_dict file") as f:  # no limit: a handle, blocking as any
+        assert f.read() == b"x" * 100 and os.get_blocking(f.fileno())
+
+
+@pytest.mark.torch  # import_torch.py
+def test_a_state_dict_fifo_and_a_meta_pkl_fifo_are_refused(tmp_path):
+    """import_torch.py --state-dict and --tokenizer meta.pkl on a FIFO: one line at once (through the checked
+    open)."""
+    fifo = tmp_path / "x.pkl"
+    os.mkfifo(fifo)
+    with _unblocked(fifo):
+        one_line(run_cli("import_torch.py", "--state-dict", str(fifo), "--out-dir", str(tmp_path / "o")), 2,
+                 "not a regular file")
+        one_line(run_cli("train.py", "--tokenizer", str(fifo), "--out-dir", str(tmp_path / "o")), 2,
+                 "not a regular file")

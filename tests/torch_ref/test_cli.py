@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -47,15 +48,18 @@ def test_export_and_import_commands(tmp_path, shakespeare_path, run):
 
 @pytest.mark.usefixtures("own_cache")
 def test_export_writes_the_table_and_its_tokenizer(pair, tmp_path, shakespeare_text):
+    """A meta.pkl run: beside the .pt, nanoGPT's own meta.pkl (what prepare.py writes) and the project's record."""
     out = tmp_path / "X.pt"
     r = run_cli("export_torch.py", "--checkpoint", str(pair["bin"][0]), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    beside = tmp_path / "X.tokenizer.json"
-    assert out.is_file() and beside.is_file()
-    info = json.loads(beside.read_text())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("X.")) == [
+        "X.bigram_jax.json", "X.meta.pkl", "X.pt"]
+    info = json.loads((tmp_path / "X.bigram_jax.json").read_text())
     assert info["vocab_size"] == 65 and info["tokenizer"]["kind"] == "meta.pkl"
     assert info["tokenizer"]["vocab"] == "".join(sorted(set(shakespeare_text)))  # the meta's characters, in id order
     assert info["tokenizer"]["source"] == str(pair["folder"] / "meta.pkl")
+    with open(tmp_path / "X.meta.pkl", "rb") as f:  # as nanoGPT's sample.py reads it
+        assert pickle.load(f) == pickle.loads((pair["folder"] / "meta.pkl").read_bytes())
     table = torch.load(out)["token_embedding_table.weight"]
     assert tuple(table.shape) == (65, 65)
     r = run_cli("export_torch.py", "--checkpoint", str(pair["bin"][0]), "--out", str(out))
@@ -64,16 +68,22 @@ def test_export_writes_the_table_and_its_tokenizer(pair, tmp_path, shakespeare_t
 
 @pytest.mark.usefixtures("own_cache")
 def test_export_writes_both_files_without_the_tokenizer_library(bpe, tmp_path, monkeypatch):
-    """export_torch.py copies the checkpoint's tokenizer record as it is: with tiktoken and tokenizers absent (or
-    tiktoken's file not downloadable) both files are written, and nothing is half-written before a refusal."""
+    """export_torch.py writes the tokenizer from the checkpoint's record as it is: with tiktoken and tokenizers
+    absent (or tiktoken's file not downloadable) the files are written: the tokenizer.json itself, or the tiktoken
+    encoding's name, and the record."""
     out = tmp_path / "X.pt"
     with monkeypatch.context() as m:  # for the call, `import tiktoken` and `import tokenizers` raise ImportError
         m.setitem(sys.modules, "tiktoken", None)
         m.setitem(sys.modules, "tokenizers", None)
         r = run_cli("export_torch.py", "--checkpoint", str(bpe.run), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    info = json.loads((tmp_path / "X.tokenizer.json").read_text())
-    assert info["tokenizer"] == load_checkpoint(bpe.run).meta["tokenizer"] and out.is_file()
+    record = load_checkpoint(bpe.run).meta["tokenizer"]
+    info = json.loads((tmp_path / "X.bigram_jax.json").read_text())
+    assert info["tokenizer"] == record and out.is_file()
+    if bpe.kind == "json":
+        assert (tmp_path / "X.tokenizer.json").read_text(encoding="utf-8") == record["json"]
+    else:
+        assert (tmp_path / "X.tiktoken.txt").read_text() == f"{record['name']}\n"
 
 
 def test_small_tracebacks_of_round_one(tmp_path, run, capsys):
