@@ -28,7 +28,12 @@ class Config:
                        ".npy), or 'tinyshakespeare' ($BIGRAM_JAX_DATA, cache, else download)")
     val_data: str = _field("", "separate validation token-id file (then --data is all train); default: split --data")
     vocab_size: int = _field(0, "V of token-id data (e.g. 50304, GPT-2's padded); 0 = largest id + 1")
-    train_frac: float = _field(0.9, "fraction of the corpus, from the start, used for training (not with --val-data)")
+    compact_vocab: bool = _field(False, "the table covers only the ids the corpus uses (train and val): the same "
+                                 "model, with zero probability on ids it never holds; e.g. GPT-2 BPE shakespeare "
+                                 "uses 11,706 of 50,257 ids. Sampling and export map rows back to the tokenizer's ids")
+    train_frac: float = _field(0.9, "fraction of the corpus, from the start, used for training (not with --val-data): "
+                               "of the tokens; for a text read with a BPE tokenizer, of its characters, each part "
+                               "encoded on its own (nanoGPT's prepare.py)")
     tokenizer: str = _field("auto", "text <-> ids: auto (a text's own characters; for token-id data the meta.pkl "
                             "beside it, as nanoGPT, else none) | chars | none (raw ids) | a tiktoken encoding (gpt2, "
                             "r50k_base, p50k_base, cl100k_base, o200k_base) | a path to a tokenizer.json or a "
@@ -91,7 +96,7 @@ def resolve_loss(name: str, vocab_size: int, batch_size: int, block_size: int) -
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # where files are, where the tokens live, when to evaluate, save and sample: read by the job, never inside a
 # compiled program, so a saved program serves runs that differ only in these (tests/compile/test_program_key.py checks)
-RUN_ONLY = frozenset({"data", "val_data", "train_frac", "tokenizer", "data_on", "eval_interval", "chunk_seconds",
+RUN_ONLY = frozenset({"data", "val_data", "train_frac", "tokenizer", "compact_vocab", "data_on", "eval_interval", "chunk_seconds",
                       "sample_tokens", "temperature", "top_k", "out_dir", "checkpoint_every", "keep_checkpoints"})
 _HINTS = typing.get_type_hints(Config)
 # the Python type of each field's values, and the allowed values of the Literal ones
@@ -104,6 +109,12 @@ def from_flag(name: str, text: str) -> Any:
     kind = TYPES[name]
     if kind is str:
         return text
+    if kind is bool:  # a switch: --compact-vocab alone, or nanoGPT's --compact_vocab=True
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise UserError(f"{name} is a switch: give it alone, or =true / =false, got {text!r}")
     try:
         return int(text) if kind is int else float(text)
     except ValueError:
@@ -123,8 +134,12 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         if kind is str and isinstance(value, str):
             return value
+        if kind is bool and isinstance(value, bool):
+            return value
     except (TypeError, ValueError, OverflowError):
         pass
+    if kind is bool:
+        raise UserError(f"{name} must be true or false, got {value!r}")
     raise UserError(f"{name} must be {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
 
 

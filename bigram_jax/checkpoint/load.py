@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bigram_jax.checkpoint.manager import Checkpoints, checkpoint_dir
-from bigram_jax.corpus.tokenizers import from_record
+from bigram_jax.corpus.compact import tokenizer_of
 from bigram_jax.errors import UserError
 
 
@@ -23,8 +23,9 @@ class Checkpoint:
 
     @property
     def tokenizer(self) -> Any:
-        """The tokenizer the run was trained with (tokenizers.py), rebuilt from what the checkpoint records."""
-        return from_record(self.meta.get("tokenizer"), self.vocab, self.meta["vocab_size"])
+        """The tokenizer the run was trained with (tokenizers.py), rebuilt from what the checkpoint records; for a
+        compact table (--compact-vocab) its ids are the table's rows, mapped to and from the tokenizer's."""
+        return tokenizer_of(self.meta.get("tokenizer"), self.vocab, self.meta["vocab_size"])
 
 
 RETRIES = 5  # reads of the newest step while a running run saves new steps and deletes old ones

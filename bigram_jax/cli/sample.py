@@ -40,6 +40,11 @@ def sample_parser() -> argparse.ArgumentParser:
 def _prompt_text(args: argparse.Namespace) -> str | None:
     """The prompt text of --prompt or --prompt-file (None: neither was given)."""
     if args.prompt_file is None:
+        if args.prompt is not None:  # argv's bytes that are not UTF-8 arrive as lone surrogates (surrogateescape)
+            try:
+                args.prompt.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise UserError(f"--prompt is not UTF-8 text (an undecodable byte at character {e.start + 1})") from None
         return args.prompt
     if Path(args.prompt_file).exists():  # a FIFO would block, /dev/zero never end
         check_regular(Path(args.prompt_file), "prompt file")
@@ -58,8 +63,12 @@ def _prompt_ids(args: argparse.Namespace, tok: Any, V: int) -> Any:
     from bigram_jax.corpus.tokenizers import TokenIds
 
     text = _prompt_text(args)
-    if text is None:
-        return TokenIds(V).encode(args.prompt_ids) if args.prompt_ids is not None else np.zeros(1, np.int32)
+    if text is None and args.prompt_ids is None:
+        return np.zeros(1, np.int32)  # row 0: the lecture's '\n' (for a compact table, its smallest id)
+    if text is None:  # the tokenizer's ids; a compact table (--compact-vocab) maps them to its rows
+        compact = getattr(tok, "rows_of", None)
+        return compact(TokenIds(tok.base.vocab_size).encode(args.prompt_ids)) if compact else \
+            TokenIds(V).encode(args.prompt_ids)
     if not text:
         raise UserError("the prompt is empty: give at least one character")
     ids = tok.encode(text)  # (a run with no tokenizer reads its text as ids, as --prompt-ids)

@@ -21,10 +21,11 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings; flags override it")
     for name, field in FIELDS.items():
         metavar = "{" + ",".join(CHOICES[name]) + "}" if name in CHOICES else TYPES[name].__name__.upper()
-        p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=metavar,
+        switch = {"nargs": "?", "const": "true"} if TYPES[name] is bool else {"metavar": metavar}  # alone: on
+        p.add_argument("--" + name.replace("_", "-"), dest=name, **switch,
                        help=f"{field.metadata['help']} (default: {field.default})")
         if "_" in name:  # nanoGPT's spelling (its configurator's --key=value), kept out of --help
-            p.add_argument("--" + name, dest=name, help=argparse.SUPPRESS)
+            p.add_argument("--" + name, dest=name, help=argparse.SUPPRESS, **switch)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir "
                    "(default: the newest run under runs/bigram)")
     p.add_argument("--allow-mismatch", action="store_true",

@@ -12,7 +12,7 @@ import numpy as np
 
 from bigram_jax import evaluate
 from bigram_jax.config import Config
-from bigram_jax.corpus import files, text_file, token_file, tokenizers
+from bigram_jax.corpus import compact, files, text_file, token_file, tokenizers
 from bigram_jax.corpus.token_file import TokenFile
 from bigram_jax.corpus.tokenizers import CharTokenizer, TokenIds
 from bigram_jax.counts import PairCounts
@@ -41,6 +41,7 @@ class Corpus:
     counts_s: float = 0.0  # seconds of the load spent counting transitions (or reading the counts' cache)
     val_path: Path | None = None  # a separate validation file
     found_beside: bool = False  # the tokenizer is the meta.pkl found beside the token-id data (nanoGPT's way)
+    rows: np.ndarray | None = None  # --compact-vocab: the table row of each tokenizer id (-1: left out); None: the ids
 
     def exact_losses(self, params: dict, run: Callable | None = None) -> tuple[float, float]:
         """Exact (train, val) losses of `params` on this corpus, its counts put on the default device: for a table
@@ -52,9 +53,12 @@ class Corpus:
     def describe(self) -> str:
         """The run's `data:` line."""
         where = f"{self.path} + {self.val_path}" if self.val_path else str(self.path)
-        tok = "" if _own_chars(self.tokenizer) else \
-            f"; tokenizer: {self.tokenizer.describe()}{', found beside --data' if self.found_beside else ''}"
-        return f"data: {where} ({len(self.train):,} train / {len(self.val):,} val tokens, vocab {self.vocab_size}{tok})"
+        base = self.tokenizer.base if self.rows is not None else self.tokenizer
+        tok = "" if _own_chars(base) else \
+            f"; tokenizer: {base.describe()}{', found beside --data' if self.found_beside else ''}"
+        vocab = f"{self.vocab_size:,} of {len(self.rows):,} ids used" if self.rows is not None else \
+            f"vocab {self.vocab_size}"
+        return f"data: {where} ({len(self.train):,} train / {len(self.val):,} val tokens, {vocab}{tok})"
 
 
 def _own_chars(tok: Any) -> bool:
@@ -101,7 +105,12 @@ def _table_size(cfg: Config, tok: Any, top: int) -> int:
 def _encoded_text_corpus(cfg: Config, path: Path, st, tok: Any) -> Corpus:
     """A text read with a named tokenizer, or too big to decode at once: its cached token file (encoded now if
     new), split and counted."""
-    tf, tok, sha = text_file.encode_to_cache(path, st, tok)
+    if tok is not None and not isinstance(tok, CharTokenizer):
+        # nanoGPT's split: the first train_frac of the characters and the rest, each encoded on its own
+        tf, tok, sha, n_train = text_file.encode_to_cache(path, st, tok, train_frac=cfg.train_frac)
+    else:  # characters: a split of the characters is a split of the tokens
+        tf, tok, sha = text_file.encode_to_cache(path, st, tok)
+        n_train = int(cfg.train_frac * len(tf.tokens))
     N = len(tf.tokens)
     if _own_chars(tok):  # every character of its vocabulary occurs in the text: no scan needed
         V = len(tok.vocab)
@@ -109,7 +118,6 @@ def _encoded_text_corpus(cfg: Config, path: Path, st, tok: Any) -> Corpus:
     else:
         top = token_file.scan(tf).max_id
         V = _table_size(cfg, tok, top)
-    n_train = int(cfg.train_frac * N)
     _check_lengths(cfg, n_train, N - n_train)
     if _own_chars(tok):
         _check_own_chars(cfg, V)
@@ -169,7 +177,25 @@ def _tokenizer(cfg: Config, path: Path, token_data: bool) -> tuple[Any, bool]:
 
 
 def load_corpus(cfg: Config) -> Corpus:
-    """Read, tokenize and split the corpus; count every transition of each split once."""
+    """Read, tokenize and split the corpus; count every transition of each split once; with --compact-vocab,
+    keep only the ids the splits use."""
+    corpus = _load(cfg)
+    return compacted(corpus) if cfg.compact_vocab else corpus
+
+
+def compacted(corpus: Corpus) -> Corpus:
+    """The corpus over the ids it uses: table rows 0..V_c-1 in the ids' order (compact.py)."""
+    ids = compact.used_ids(corpus.train_counts, corpus.val_counts)
+    rows, Vc = compact.row_map(ids, corpus.vocab_size), len(ids)
+    return dataclasses.replace(
+        corpus, tokenizer=compact.CompactTokenizer(corpus.tokenizer, ids), vocab_size=Vc, rows=rows,
+        train=compact.RowView(corpus.train, rows), val=compact.RowView(corpus.val, rows),
+        train_counts=compact.compact_counts(corpus.train_counts, rows, Vc),
+        val_counts=compact.compact_counts(corpus.val_counts, rows, Vc))
+
+
+def _load(cfg: Config) -> Corpus:
+    """load_corpus over the tokenizer's whole vocabulary."""
     path = files.resolve_corpus(cfg.data)
     token_data = path.suffix in token_file.TOKEN_SUFFIXES
     tok, found_beside = _tokenizer(cfg, path, token_data)

@@ -28,6 +28,7 @@ class HostFeed:
 
     def __init__(self, corpus: Corpus, cfg: Config, state: TrainState, mesh: Any):
         self.cfg, self.tokens, self.file = cfg, corpus.train, corpus.train_file
+        self.rows = corpus.rows  # --compact-vocab: the file holds tokenizer ids, the table takes rows
         self.key, self.first = state.key.copy(), int(state.step)  # a copy: the state is donated to each chunk
         B, T = cfg.batch_size, cfg.block_size
         self.shape = (DRAW_STEPS, B, T + 1)
@@ -52,7 +53,8 @@ class HostFeed:
 
         def rows(index: tuple) -> np.ndarray:  # one local device's share: its rows of every step
             if self.file is not None:  # read, not mapped: the process keeps no pages of a large file
-                return self.file.windows(ix[:, index[1]], len(span))  # (K, b, T + 1)
+                w = self.file.windows(ix[:, index[1]], len(span))  # (K, b, T + 1)
+                return w if self.rows is None else self.rows[w]
             return np.asarray(self.tokens[ix[:, index[1], None] + span], dtype=np.int32)
 
         return jax.make_array_from_callback(self.shape, self.sharding, rows)

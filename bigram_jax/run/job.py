@@ -22,6 +22,7 @@ from bigram_jax.checkpoint.manager import Checkpoints, open_fresh
 from bigram_jax.checkpoint.resume import Resume, check_compatible, make_meta
 from bigram_jax.compile import programs
 from bigram_jax.config import Config
+from bigram_jax.corpus import compact
 from bigram_jax.corpus.load import Corpus, load_corpus
 from bigram_jax.devices import memory, parallel
 from bigram_jax.errors import Interrupted, NonFinite, UserError
@@ -101,34 +102,31 @@ def train_and_evaluate(cfg: Config, resume: Resume | None = None, tensorboard: b
 def setup(cfg: Config, resume: Resume | None, held: contextlib.ExitStack) -> Job:
     """Load the corpus, build the mesh, restore or create the state, put the data on the devices, compile.
     What must be let go when the run ends (the run folder's lock, the checkpoints, the feed) goes to `held`."""
+    if resume is None and cfg.out_dir:  # before the corpus, whose encoding may take minutes
+        run_folders.check_fresh(Path(cfg.out_dir))
     t0 = time.perf_counter()
     corpus = load_corpus(cfg)
     corpus_s = time.perf_counter() - t0
     V = corpus.vocab_size
     cfg = cfg.for_vocab(V)  # loss 'auto' decided once: everything below reads cfg.loss
     say = print if parallel.is_primary() else (lambda *a, **k: None)  # one process speaks for all
-    mesh = parallel.make_mesh(cfg, V)
+    if resume is not None:
+        check_compatible(resume, corpus, say)
+    say(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
+    say(corpus.describe())
+    floors = _floors(corpus, say)  # what the corpus is comes first, then whether its table fits
+    mesh, home = _fitting_mesh(cfg, corpus)
+    say(parallel.describe(mesh))
     if cfg.top_k > V:
         raise UserError(f"top_k {cfg.top_k} is more than the vocabulary ({V})")
-    home, parts = memory.plan(cfg, len(corpus.train), V, mesh, DRAW_STEPS)
-    memory.check_fits(parts)
     if resume is None:  # the run folder: named, or the next numbered one; locked for the run's life
         cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(run_folders.next_run(run_folders.RUNS)))
         if parallel.is_primary():
             held.callback(run_folders.claim(Path(cfg.out_dir), fresh=True).close)
         checkpoints = held.enter_context(open_fresh(cfg))
     else:
-        check_compatible(resume, corpus, say)
         checkpoints = resume.checkpoints
     state = _initial_state(cfg, V, mesh, resume, say)
-    say(f"backend: {jax.default_backend()} | devices: {', '.join(str(d) for d in jax.devices())}")
-    say(parallel.describe(mesh))
-    say(corpus.describe())
-    floor_t = evaluate.floor_train(corpus.train_counts)
-    floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
-    alpha_text = np.format_float_positional(alpha, precision=3, fractional=False, trim="-")  # never 1e+03
-    say(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} "
-        f"(train counts, add-{alpha_text} smoothing)")
     dtype = table_of(state.params).dtype
     counts = {s: evaluate.device_counts(c, dtype, lambda x: parallel.replicate(x, mesh))
               for s, c in (("train", corpus.train_counts), ("val", corpus.val_counts))}
@@ -136,9 +134,42 @@ def setup(cfg: Config, resume: Resume | None, held: contextlib.ExitStack) -> Job
     advance, feed = _place_data(cfg, corpus, state, mesh, home, say)
     if feed is not None:
         held.callback(feed.close)
-    floors = {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
     return Job(cfg, corpus, mesh, checkpoints, state, advance, counts, floors, corpus_s,
                time.perf_counter() - t0, say)
+
+
+def _floors(corpus: Corpus, say: Callable) -> dict:
+    """The best losses any bigram table reaches on this corpus, said in the `floor:` line."""
+    floor_t = evaluate.floor_train(corpus.train_counts)
+    floor_v, alpha = evaluate.floor_val(corpus.train_counts, corpus.val_counts)
+    alpha_text = np.format_float_positional(alpha, precision=3, fractional=False, trim="-")  # never 1e+03
+    say(f"floor: train loss {floor_t:.4f} (count table), val loss {floor_v:.4f} "
+        f"(train counts, add-{alpha_text} smoothing)")
+    return {"floor_train_loss": floor_t, "floor_val_loss": floor_v, "floor_val_alpha": alpha}
+
+
+def _fitting_mesh(cfg: Config, corpus: Corpus) -> tuple[Any, str]:
+    """(the mesh, where the corpus lives), or one line that says the table does not fit; for a table over a
+    tokenizer's whole vocabulary, the line says what the ids the corpus uses would need (--compact-vocab)."""
+    V = corpus.vocab_size
+    try:
+        mesh = parallel.make_mesh(cfg, V)
+        home, parts = memory.plan(cfg, len(corpus.train), V, mesh, DRAW_STEPS)
+        memory.check_fits(parts)
+        return mesh, home
+    except UserError as e:
+        if corpus.rows is not None or "needs about" not in str(e):
+            raise
+        Vc = len(compact.used_ids(corpus.train_counts, corpus.val_counts))
+        small = cfg.for_vocab(Vc)
+        need = sum(memory.run_bytes(small, Vc, parallel.make_mesh(small, Vc), 0, DRAW_STEPS).values())
+        raise UserError(f"{e}; this corpus uses {Vc:,} of the {V:,} ids: --compact-vocab trains a {Vc:,}x{Vc:,} "
+                        f"table over those, about {_amount(need)}") from None
+
+
+def _amount(n: float) -> str:
+    """Bytes in words: '1.6 GiB', '2.1 MiB'."""
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
 def _place_data(cfg: Config, corpus: Corpus, state: TrainState, mesh: Any, home: str, say: Callable

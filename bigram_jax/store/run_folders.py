@@ -26,14 +26,10 @@ def claim(out_dir: Path, fresh: bool) -> IO:
     """Make `out_dir` this run's: refuse a fresh run into a folder that holds a run, then lock it for the run's
     life (a second run into it is refused while this one lives). Returns the lock: close it when the run ends
     (a killed run's lock goes with its process)."""
-    if out_dir.exists() and not out_dir.is_dir():
+    if fresh:
+        check_fresh(out_dir)
+    elif out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out-dir {out_dir} is a file, not a folder")
-    found = holds_run(out_dir) if fresh else []
-    if found:
-        held = f"{out_dir} already holds a run ({', '.join(found)})"
-        raise UserError(f"{held}: continue it with train_and_evaluate(cfg, resume=open_resume({{'out_dir': ...}})), "
-                        "or give another out_dir (nothing was changed)",
-                        cli=f"{held}: pass --resume to continue it, or choose another --out-dir (nothing was changed)")
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = locks.acquire(out_dir / LOCK, wait=False)  # (the file stays empty)
@@ -44,6 +40,19 @@ def claim(out_dir: Path, fresh: bool) -> IO:
         raise UserError(f"{out_dir} is in use by another run: wait for it to end, or give another out_dir",
                         cli=f"{out_dir} is in use by another run: wait for it to end, or choose another --out-dir")
     return lock
+
+
+def check_fresh(out_dir: Path) -> None:
+    """Refuse a new run into a folder that holds a run (or is a file): checked before the corpus is read, and
+    again when the folder is claimed."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out-dir {out_dir} is a file, not a folder")
+    found = holds_run(out_dir)
+    if found:
+        held = f"{out_dir} already holds a run ({', '.join(found)})"
+        raise UserError(f"{held}: continue it with train_and_evaluate(cfg, resume=open_resume({{'out_dir': ...}})), "
+                        "or give another out_dir (nothing was changed)",
+                        cli=f"{held}: pass --resume to continue it, or choose another --out-dir (nothing was changed)")
 
 
 def next_run(base: Path) -> Path:

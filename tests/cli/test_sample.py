@@ -29,6 +29,7 @@ def test_sample_from_checkpoint(trained, tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["--prompt", "héllo€"], "2 character(s) not in the vocabulary: 'é', '€'"),
     (["--prompt", ""], "prompt is empty"),
+    (["--prompt", "ab\udcffc"], "--prompt is not UTF-8 text (an undecodable byte at character 3)"),  # argv's bytes
     (["--step", "12345"], "no checkpoint at step 12345"),
     (["--top-k", "0"], "top_k must be an integer in 1..65"),
     (["--temperature", "0"], "temperature must be a positive"),

@@ -118,3 +118,14 @@ def test_resume_of_a_relative_out_dir_from_elsewhere_creates_nothing(tmp_path):
     assert not (b / "rel").exists()
     one_line(run_cli("train.py", "--resume", "--out-dir", str(empty), "--max-iters", "40"), 2)
     assert list(empty.iterdir()) == []
+
+
+def test_a_fresh_run_into_a_run_is_refused_before_the_text_is_encoded(tmp_path, own_cache, hf_json, shakespeare_path):
+    """The folder is checked before the corpus is read: a large text's encoding (minutes) is never spent on a run
+    that is then refused, and nothing of it is cached."""
+    mine = tmp_path / "x"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"mine": 1}')
+    r = run_cli("train.py", "--data", str(shakespeare_path), "--tokenizer", str(hf_json), "--out-dir", str(mine), *FAST)
+    one_line(r, 2, "already holds a run")
+    assert r.stdout == "" and not list(own_cache.rglob("*.bin"))
