@@ -91,12 +91,14 @@ def batch_counts(x: jax.Array, y: jax.Array, vocab_size: int, dtype=jnp.float32)
     return jnp.bincount(flat, length=vocab_size * vocab_size).astype(dtype).reshape(vocab_size, vocab_size)
 
 
-def window_counts(w: jax.Array, vocab_size: int) -> jax.Array:
-    """(K, V, V) counts of K steps' batches given their windows w (K, B, T + 1), in one scatter."""
+def window_counts(w: jax.Array, vocab_size: int, dtype=jnp.int32) -> jax.Array:
+    """(K, V, V) counts of K steps' batches given their windows w (K, B, T + 1), in one scatter. A float `dtype`
+    counts in it directly (exact while a batch has fewer than 2**24 positions), with no integer table beside it."""
     K, V = w.shape[0], vocab_size
     ids = pair_ids(w[..., :-1], w[..., 1:], V)  # (K, B, T)
     flat = (ids + (jnp.arange(K) * V * V)[:, None, None]).reshape(-1)  # step k's ids offset into its own table
-    return jnp.zeros(K * V * V, jnp.int32).at[flat].add(1, mode="promise_in_bounds").reshape(K, V, V)
+    one = jnp.ones((), dtype)
+    return jnp.zeros(K * V * V, dtype).at[flat].add(one, mode="promise_in_bounds").reshape(K, V, V)
 
 
 DENSE_MAX_PAIRS = 1 << 25  # a dense int64 table up to 256 MB (V <= 5792); past it the counts are kept sparse

@@ -125,7 +125,9 @@ def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, 
         if counts is not None:
             batch = {"counts": counts[j]}
         elif loss == "counts":
-            batch = {"counts": window_counts(windows_of(j)[None], V)[0].astype(dtype)}
+            # counted in the table's dtype where that is exact: one (V, V) array, not an int32 one and its copy
+            exact = cfg.batch_size * cfg.block_size < 2**24
+            batch = {"counts": window_counts(windows_of(j)[None], V, dtype if exact else jnp.int32)[0].astype(dtype)}
         else:
             w = windows_of(j)  # (B, T + 1)
             batch = {"x": w[:, :-1], "y": w[:, 1:]}  # (B, T), (B, T)

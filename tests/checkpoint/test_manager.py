@@ -87,3 +87,21 @@ def test_a_full_disk_stops_the_run_with_the_last_good_checkpoint(tmp_path):
         assert steps and load_checkpoint(disk / "run").step == steps[-1]  # the last good one loads
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def test_a_large_cpu_state_is_saved_in_place_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """A state past IN_PLACE_BYTES on the CPU is written from its own buffers (no copy), the run waiting for the
+    write before they are donated to the next chunk: what it saves resumes exactly as a run that never stopped.
+    (Every state here counts as large; a 65 x 65 one saves the copy's way otherwise.)"""
+    from tests.conftest import _assert_same
+
+    assert not ckpt.saved_in_place(init_state(Config(), 65))  # 150 KB: copied, the write going on meanwhile
+    calls = []
+    monkeypatch.setattr(ckpt, "IN_PLACE_BYTES", 0)
+    monkeypatch.setattr(ckpt, "copy_state", lambda s: calls.append(s) or s)  # must not be used
+    args = [*FAST, "--eval-interval", "20", "--checkpoint-every", "20"]
+    ok(run_cli("train.py", "--out-dir", str(tmp_path / "a"), "--max-iters", "40", *args))
+    ok(run_cli("train.py", "--out-dir", str(tmp_path / "b"), "--max-iters", "20", *args))
+    ok(run_cli("train.py", "--out-dir", str(tmp_path / "b"), "--max-iters", "40", "--resume", *args))
+    assert not calls
+    _assert_same(tmp_path / "a", tmp_path / "b")
