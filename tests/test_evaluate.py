@@ -48,7 +48,6 @@ def test_floors_on_tinyshakespeare(splits):
 def test_floor_is_below_any_table(splits):
     _, _, tc, vc = splits
     ft = evaluate.floor_train(tc)
-    model = BigramLanguageModel(65)
     counts = jnp.asarray(tc, jnp.float32)
     # the log of the count table itself reaches the floor; perturbations of it, or random tables, do worse
     logt = np.log(evaluate.smoothed_table(tc, 1e-9))
