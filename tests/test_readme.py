@@ -38,7 +38,8 @@ def test_every_config_key_is_documented():
 @pytest.mark.e2e
 def test_the_orbax_snippet_reads_a_checkpoint_without_bigram_jax(tmp_path):
     """The README's "read with orbax alone" block, run as written in a folder holding runs/demo: it loads the
-    latest step's table and metadata, and bigram_jax is never imported."""
+    latest step's table and metadata, and bigram_jax is never imported; orbax says nothing on the way (no absl
+    warnings, no "Sharding info not provided")."""
     import subprocess
     import sys
 
@@ -54,3 +55,4 @@ def test_the_orbax_snippet_reads_a_checkpoint_without_bigram_jax(tmp_path):
                        env={"PATH": "", "JAX_PLATFORMS": "cpu"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[:5] == ["100", "(65,", "65)", "chars", "0.01"], r.stdout  # step, shape, tokenizer, lr
+    assert r.stderr == ""
