@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from bigram_jax.cli.guard import OneLineParser, command, guard, prog
 from bigram_jax.errors import UserError
 from bigram_jax.run.signals import interruptible
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import read_checked
+
+PROMPT_FILE_MAX = 64 << 20  # bytes: a prompt is encoded whole and held on the device; any real one is far less
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -46,12 +47,9 @@ def _prompt_text(args: argparse.Namespace) -> str | None:
             except UnicodeEncodeError as e:
                 raise UserError(f"--prompt is not UTF-8 text (an undecodable byte at character {e.start + 1})") from None
         return args.prompt
-    if Path(args.prompt_file).exists():  # a FIFO would block, /dev/zero never end
-        check_regular(Path(args.prompt_file), "prompt file")
+    raw = read_checked(args.prompt_file, "prompt file", PROMPT_FILE_MAX)  # a FIFO, /dev/zero, a huge file: one line
     try:
-        return Path(args.prompt_file).read_bytes().decode("utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read prompt file {args.prompt_file}: {e.strerror or e}") from None
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"prompt file is not UTF-8 text: {args.prompt_file}") from None
 

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from bigram_jax.errors import UserError, first_line
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import read_checked
 
 EXTRA = "pip install -e '.[tokenizers]'"  # tiktoken and tokenizers: an optional extra, imported when used
+TOKENIZER_JSON_MAX = 256 << 20  # bytes: the largest tokenizer.json files (~100k merges) are ~10-20 MB
 
 
 def _library(name: str) -> Any:
@@ -420,10 +421,10 @@ def _hugging_face_from(json_text: str, source: str) -> HuggingFace:
 
 def hugging_face(path: Path) -> HuggingFace:
     """A tokenizer.json file, read whole (the checkpoint will keep it)."""
-    check_regular(path, "tokenizer file")
+    raw = read_checked(path, "tokenizer file", TOKENIZER_JSON_MAX)  # a FIFO, a device or a huge file: one line
     try:
-        return _hugging_face_from(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as e:
+        return _hugging_face_from(raw.decode("utf-8"), str(path))
+    except UnicodeDecodeError as e:
         raise UserError(f"cannot read tokenizer file {path} ({first_line(e)})") from None
 
 

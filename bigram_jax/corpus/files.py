@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bigram_jax.errors import UserError
 from bigram_jax.store.cache import cache_dir
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import open_checked
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
@@ -44,9 +44,9 @@ def resolve_corpus(data: str) -> Path:
 
 def load_text(path: Path) -> tuple[str, str]:
     """Read a UTF-8 corpus; returns (text, sha256). Missing, empty or non-UTF-8 files are UserErrors."""
-    check_regular(path)  # a FIFO or /dev/zero would block or read forever
-    try:
-        raw = path.read_bytes()
+    try:  # checked on the open file (no size limit: a corpus is as large as it is): a FIFO, /dev/zero refused
+        with open_checked(path, "data file") as f:
+            raw = f.read()
     except OSError as e:
         raise UserError(f"cannot read data file {path}: {e.strerror or e}") from None
     if not raw:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from bigram_jax.counts import PairCounts
 from bigram_jax.data import split
 from bigram_jax.errors import UserError
 from bigram_jax.model import table_of
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import open_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +204,8 @@ def _load(cfg: Config) -> Corpus:
         return _token_corpus(cfg, path, tok, found_beside)
     if cfg.val_data:
         raise UserError("--val-data needs token-id --data (.bin or .npy); text data is split by --train-frac")
-    st = check_regular(path)
+    with open_checked(path, "data file") as f:  # its stat, from the open file: a FIFO or a device refused at once
+        st = os.fstat(f.fileno())
     if tok is not None or st.st_size > text_file.IN_MEMORY_MAX:
         return _encoded_text_corpus(cfg, path, st, tok)
     text, sha = files.load_text(path)

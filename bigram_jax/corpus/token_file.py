@@ -19,7 +19,7 @@ import numpy as np
 from bigram_jax.counts import PairCounter
 from bigram_jax.errors import UserError
 from bigram_jax.store import cache
-from bigram_jax.store.files import check_regular
+from bigram_jax.store.files import open_checked
 
 TOKEN_SUFFIXES = (".bin", ".npy")
 CHUNK = 1 << 24  # tokens per read of a streaming pass: 32-128 MB of memory whatever the file's size
@@ -94,32 +94,52 @@ class TokenFile:
                             f"{st.st_size} bytes, or rewritten): stopped rather than train on other data")
 
 
-def open_tokens(path: Path, dtype: str | None = None) -> TokenFile:
-    """Memory-map a token file and check its layout (not its values: `scan` reads those). `dtype`: of a flat file
-    (the cache's encodings); else by the suffix, .bin being nanoGPT's uint16."""
-    st = check_regular(path)
-    if st.st_size == 0:
-        raise UserError(f"data file is empty: {path}")
+def _npy_mapped(f: BinaryIO) -> tuple[np.ndarray, int]:
+    """The array of the open .npy file `f`, memory-mapped, and its offset: np.load's mmap_mode, on a file already
+    open (np.load maps by name only, a second open that could meet another file, or block on a FIFO)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read_header is None:  # (3.0 differs only in non-Latin-1 field names: a structured dtype, never token ids)
+        raise ValueError(f"format version {version[0]}.{version[1]}, not 1.0 or 2.0")
+    shape, fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise ValueError("its dtype holds Python objects, which cannot be memory-mapped")
+    offset = f.tell()
+    return np.memmap(f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset), offset
+
+
+def _mapped(f: BinaryIO, path: Path, size: int, dtype: str | None) -> tuple[np.ndarray, int]:
+    """The tokens of the open file `f` (of `path`, `size` bytes) memory-mapped, and their offset in it."""
     try:
         if dtype is not None or path.suffix == ".bin":
             item = np.dtype(dtype or "<u2").itemsize
-            if st.st_size % item:
-                raise UserError(f"{path} is not a flat uint{8 * item} token file: its size ({st.st_size} bytes) "
+            if size % item:
+                raise UserError(f"{path} is not a flat uint{8 * item} token file: its size ({size} bytes) "
                                 f"{'is odd' if item == 2 else f'is not a multiple of {item}'}")
-            tokens, offset = np.memmap(path, dtype=dtype or "<u2", mode="r"), 0
-        else:
-            tokens = np.load(path, mmap_mode="r", allow_pickle=False)
-            offset = getattr(tokens, "offset", 0)
+            return np.memmap(f, dtype=dtype or "<u2", mode="r"), 0
+        return _npy_mapped(f)
     except UserError:
         raise
     except (ValueError, OSError, EOFError) as e:
         raise UserError(f"{path} is not a readable .npy array ({str(e).splitlines()[0] if str(e) else e!r})") from None
-    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-        raise UserError(f"{path} must hold a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
-    if tokens.size == 0:
-        raise UserError(f"data file is empty: {path}")
-    fd, ident = os.open(path, os.O_RDONLY), cache.identity(path, st)
-    if not cache.same_file(ident, os.fstat(fd)):  # the map and the reads: one and the same file
+
+
+def open_tokens(path: Path, dtype: str | None = None) -> TokenFile:
+    """Memory-map a token file and check its layout (not its values: `scan` reads those). `dtype`: of a flat file
+    (the cache's encodings); else by the suffix, .bin being nanoGPT's uint16. The file is opened once, through the
+    checked open (a FIFO or a device refused at once; no size limit): the map and every later read are of it."""
+    with open_checked(path, "data file") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size == 0:
+            raise UserError(f"data file is empty: {path}")
+        tokens, offset = _mapped(f, path, st.st_size, dtype)
+        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise UserError(f"{path} must hold a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
+        if tokens.size == 0:
+            raise UserError(f"data file is empty: {path}")
+        fd, ident = os.dup(f.fileno()), cache.identity(path, st)  # (the map holds the file itself: f may close)
+    if not cache.same_file(ident, os.fstat(fd)):  # written to while it was mapped: the map may be of neither
         os.close(fd)
         raise UserError(f"token file {path} changed while it was opened: run again once nothing writes to it")
     tf = TokenFile(path, tokens, offset, ident, fd)

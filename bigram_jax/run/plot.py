@@ -9,10 +9,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from bigram_jax.errors import UserError
+from bigram_jax.run.run_dir import METRICS_MAX
+from bigram_jax.store.files import read_checked
 
 MISSING = "--plot needs matplotlib: pip install 'bigram-jax[plot]'"
 LOSS_PNG, TRANSITIONS_PNG = "loss.png", "transitions.png"
 DPI = 140
+RECORD_MAX = 64 << 20  # bytes of a summary.json or config.json: a few kB each
 
 
 def check_available() -> None:
@@ -33,10 +36,10 @@ def _figure_class() -> Any:
 
 def _read_json(path: Path) -> dict:
     """A JSON file's object, or {} when the file is absent (an interrupted run has no summary)."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return {}
+    try:  # through the checked open: a FIFO put there is refused, not waited on
+        return json.loads(read_checked(path, path.name, RECORD_MAX))
     except ValueError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
 
@@ -47,7 +50,8 @@ def _read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"no metrics.jsonl in {run_dir}: is it the --out-dir of a training run?")
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = read_checked(path, "metrics file", METRICS_MAX).decode("utf-8")
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except ValueError as e:
         raise UserError(f"{path} has a line that is not JSON: {e}") from None
     if not rows:

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bigram_jax.config import Config
+from bigram_jax.store.files import read_checked
+
+METRICS_MAX = 1 << 30  # bytes of metrics.jsonl read whole: ~5 million eval rows, far past any run's
 
 
 def _step_of(row: str) -> float:
@@ -48,7 +51,8 @@ class RunDir:
         if step == 0:
             path.write_text("")
         elif path.exists():
-            rows = [r for r in path.read_text(errors="replace").splitlines() if _step_of(r) <= step]
+            text = read_checked(path, "metrics file", METRICS_MAX).decode("utf-8", errors="replace")  # no FIFO
+            rows = [r for r in text.splitlines() if _step_of(r) <= step]
             path.write_text("".join(r + "\n" for r in rows))
 
     def elapsed(self) -> float:

@@ -34,11 +34,29 @@ def test_sample_from_checkpoint(trained, tmp_path):
     (["--top-k", "0"], "top_k must be an integer in 1..65"),
     (["--temperature", "0"], "temperature must be a positive"),
     (["--num-tokens", "-5"], "--num-tokens must be >= 0"),
-    (["--prompt-file", "/nonexistent/p.txt"], "cannot read prompt file"),
+    (["--prompt-file", "/nonexistent/p.txt"], "prompt file not found: /nonexistent/p.txt"),
 ])
 def test_sample_bad_input(trained, argv, msg):
     r = run_cli("sample.py", "--checkpoint", str(trained), *argv)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_prompt_file_fifo_or_oversized_file_is_one_line(trained, tmp_path):
+    """--prompt-file reads through the checked open: a FIFO is refused at once, and a file over PROMPT_FILE_MAX
+    before a byte is read (it used to be read whole, however large)."""
+    from bigram_jax.cli.sample import PROMPT_FILE_MAX
+    from tests.store.test_files import _unblocked
+
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    with _unblocked(fifo):
+        one_line(run_cli("sample.py", "--checkpoint", str(trained), "--prompt-file", str(fifo)), 2,
+                 f"prompt file {fifo} is not a regular file")
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:
+        f.truncate(PROMPT_FILE_MAX + 1)  # sparse: no disk, and no read if refused by its size
+    one_line(run_cli("sample.py", "--checkpoint", str(trained), "--prompt-file", str(big)), 2,
+             f"prompt file {big} is", "over the 64 MB such a file can be")
 
 
 @pytest.mark.usefixtures("own_cache")

@@ -5,6 +5,7 @@ import base64
 import functools
 import hashlib
 import json
+import os
 import shutil
 import sys
 
@@ -271,3 +272,21 @@ def test_gpt2_offline_message_is_whole_and_names_r50k_base(tmp_path, monkeypatch
     assert "\n" not in msg and "r50k_base" in msg and msg.endswith("r50k_base's file serves too: the same encoding)")
     shown = msg[msg.index("(ConnectionError: ") + 18:msg.index(" ...)")]
     assert long.startswith(shown) and long[len(shown)] == " "  # cut between words
+
+
+def test_a_tokenizer_json_fifo_or_oversized_file_is_one_line(tmp_path):
+    """bpe.hugging_face (--tokenizer X.json, and the X.tokenizer.json beside exported ids) reads through the checked
+    open: a FIFO is refused at once, and a file over TOKENIZER_JSON_MAX before a byte is read (it used to be read
+    whole, however large)."""
+    from bigram_jax.corpus import bpe
+    from tests.store.test_files import _unblocked
+
+    fifo = tmp_path / "fifo.tokenizer.json"
+    os.mkfifo(fifo)
+    with _unblocked(fifo), pytest.raises(UserError, match="tokenizer file .* is not a regular file"):
+        bpe.hugging_face(fifo)
+    big = tmp_path / "big.tokenizer.json"
+    with open(big, "wb") as f:
+        f.truncate(bpe.TOKENIZER_JSON_MAX + 1)  # sparse: no disk, and no read if refused by its size
+    with pytest.raises(UserError, match=r"tokenizer file .* over the 256 MB such a file can be"):
+        bpe.hugging_face(big)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,20 @@ def test_load_text_errors(tmp_path):
     (tmp_path / "ok.txt").write_text("hello\n")
     text, sha = files.load_text(tmp_path / "ok.txt")
     assert text == "hello\n" and sha == hashlib.sha256(b"hello\n").hexdigest()
+
+
+def test_load_text_refuses_a_fifo_and_a_device_at_once(tmp_path):
+    """The text is read through the checked open (no size limit): a FIFO is refused, never waited on, and a device
+    (/dev/zero would be read forever) as well, each one line naming the path."""
+    from tests.store.test_files import _unblocked
+
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    with _unblocked(fifo), pytest.raises(UserError, match=f"data file {fifo} is not a regular file"):
+        files.load_text(fifo)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(UserError, match="data file /dev/zero is not a regular file"):
+            files.load_text(Path("/dev/zero"))
 
 
 def test_resolve_tinyshakespeare(tmp_path, monkeypatch, shakespeare_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -26,6 +27,23 @@ def test_bad_token_arrays_are_user_errors(tmp_path, array, msg):
     np.save(tmp_path / "x.npy", array)
     with pytest.raises(UserError, match=msg):
         load_corpus(make_config({"data": str(tmp_path / "x.npy"), "block_size": 1, "train_frac": 0.5}))
+
+
+def test_a_text_data_fifo_is_refused_at_once(tmp_path, monkeypatch):
+    """A text --data is opened through the checked open before its size picks the path it takes: a FIFO is refused
+    at once, even one put under the name after a check by name saw a regular file (stood in for here by the stat
+    by name saying so); the old check by name went on to open the FIFO, and blocked there."""
+    from pathlib import Path
+
+    from tests.store.test_files import _unblocked
+
+    fifo, regular = tmp_path / "fifo.txt", tmp_path / "regular.txt"
+    os.mkfifo(fifo)
+    regular.write_text("hello there\n" * 20)
+    real_stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda self, *a, **k: real_stat(regular if self == fifo else self, *a, **k))
+    with _unblocked(fifo), pytest.raises(UserError, match=f"data file {re.escape(str(fifo))} is not a regular file"):
+        load_corpus(make_config({"data": str(fifo), "block_size": 1, "train_frac": 0.5}))
 
 
 def test_token_corpus_split_and_separate_val_file(tmp_path):

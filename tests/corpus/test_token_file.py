@@ -60,6 +60,44 @@ def test_bad_token_files_are_user_errors(tmp_path, name, content, msg):
         token_file.open_tokens(tmp_path / name)
 
 
+@pytest.mark.parametrize("name", ["fifo.bin", "fifo.npy"])
+def test_a_token_file_that_is_a_fifo_is_refused_at_once(tmp_path, monkeypatch, name):
+    """open_tokens opens the file once, through the checked open, and maps that open file: a FIFO is refused at
+    once, even one put under the name after it was checked as a regular file (stood in for here by its stat by
+    name saying so); the old check-then-map-by-name opened the FIFO again, and blocked there."""
+    from tests.store.test_files import _unblocked
+
+    fifo, regular = tmp_path / name, tmp_path / "regular.bin"
+    os.mkfifo(fifo)
+    np.arange(10, dtype="<u2").tofile(regular)
+    real_stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda self, *a, **k: real_stat(regular if self == fifo else self, *a, **k))
+    with _unblocked(fifo), pytest.raises(UserError, match=f"data file {re.escape(str(fifo))} is not a regular file"):
+        token_file.open_tokens(fifo)
+
+
+def test_npy_files_map_as_np_load_maps_them(tmp_path):
+    """The .npy header is read from the one open file (np.load maps by name only): any integer dtype and byte
+    order, format 2.0, a Fortran-ordered 1-D array; object arrays and unknown versions are one line."""
+    ids = np.arange(1000) % 251
+    for i, arr in enumerate([ids.astype(">i4"), ids.astype(np.uint8), np.asfortranarray(ids.astype(np.int16))]):
+        np.save(tmp_path / f"{i}.npy", arr)
+        np.testing.assert_array_equal(token_file.open_tokens(tmp_path / f"{i}.npy").tokens, ids)
+    with open(tmp_path / "v2.npy", "wb") as f:
+        np.lib.format.write_array(f, ids.astype(np.int32), version=(2, 0))
+    tf = token_file.open_tokens(tmp_path / "v2.npy")
+    np.testing.assert_array_equal(tf.tokens, ids)
+    assert tf.offset == os.path.getsize(tmp_path / "v2.npy") - 4 * ids.size
+    np.save(tmp_path / "obj.npy", np.array([1, None], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match="obj.npy is not a readable .npy array"):
+        token_file.open_tokens(tmp_path / "obj.npy")
+    raw = bytearray((tmp_path / "v2.npy").read_bytes())
+    raw[6] = 9  # format version 9.0
+    (tmp_path / "v9.npy").write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="v9.npy is not a readable .npy array"):
+        token_file.open_tokens(tmp_path / "v9.npy")
+
+
 @pytest.mark.usefixtures("own_cache")
 @pytest.mark.parametrize("V", [37, 7000])  # a dense table, and sparse counting past DENSE_MAX_PAIRS
 def test_streamed_counts_equal_a_brute_force_count(tmp_path, monkeypatch, V):

@@ -1,6 +1,8 @@
 """A run's pictures (bigram_jax/run/plot.py): the tables drawn, without matplotlib, train.py --plot."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +62,42 @@ def test_train_plot_without_matplotlib_is_one_line(tmp_path: Path) -> None:
                        env=_bare_env(tmp_path), timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.endswith(f"train.py: error: {plot.MISSING}\n")
+
+
+def _metrics_only_run(folder: Path) -> Path:
+    """A run folder with two eval rows in metrics.jsonl and nothing else (an interrupted run's)."""
+    folder.mkdir()
+    rows = [{"step": s, "train_loss": 4.0 - s / 100, "val_loss": 4.1 - s / 100} for s in (0, 100)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_a_summary_json_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """summary.json (and config.json) are read through the checked open: a FIFO put there is one line, at once;
+    it used to be read by name, and the read blocked."""
+    from tests.store.test_files import _unblocked
+
+    run = _metrics_only_run(tmp_path / "run")
+    os.mkfifo(run / "summary.json")
+    with _unblocked(run / "summary.json"), pytest.raises(UserError, match="summary.json .* is not a regular file"):
+        plot.plot_losses([run], tmp_path / "loss.png")
+    (run / "summary.json").unlink()
+    os.mkfifo(run / "config.json")
+    with _unblocked(run / "config.json"), pytest.raises(UserError, match="config.json .* is not a regular file"):
+        plot.plot_losses([run], tmp_path / "loss.png")
+
+
+def test_an_oversized_metrics_or_summary_file_is_refused_unread(tmp_path: Path) -> None:
+    """A metrics.jsonl over METRICS_MAX, or a summary.json over RECORD_MAX, is refused by its size before a byte
+    is read (a sparse file: no disk); they used to be read whole."""
+    from bigram_jax.run.run_dir import METRICS_MAX
+
+    run = _metrics_only_run(tmp_path / "run")
+    with open(run / "summary.json", "wb") as f:
+        f.truncate(plot.RECORD_MAX + 1)
+    with pytest.raises(UserError, match="summary.json .* over the 64 MB such a file can be"):
+        plot.plot_losses([run], tmp_path / "loss.png")
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.truncate(METRICS_MAX + 1)
+    with pytest.raises(UserError, match="metrics file .* over the 1024 MB such a file can be"):
+        plot.plot_losses([run], tmp_path / "loss.png")
