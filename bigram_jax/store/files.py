@@ -24,7 +24,8 @@ def check_regular(path: Path, what: str = "data file") -> os.stat_result:
 
 
 def _size_text(n: int) -> str:
-    return f"{n >> 20} MB" if n >= 1 << 20 else f"{n:,} bytes"
+    """A size in words: whole MiB when it is one, else bytes (a file 1 byte over 256 MB is not '256 MB')."""
+    return f"{n >> 20} MB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n:,} bytes"
 
 
 def open_checked(path: Path | str, what: str, limit: int | None = None) -> BinaryIO:
