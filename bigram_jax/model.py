@@ -103,11 +103,13 @@ def gathered_xent(table: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def _chunked(*arrays: jax.Array) -> tuple[jax.Array, ...]:
-    """(N,) arrays as (chunks, k) with k = min(N, XENT_CHUNK), zero-padded; the padding is dropped or weighs 0."""
+    """(N,) arrays as (chunks, k) with k = min(N, XENT_CHUNK), the last chunk padded with copies of the last
+    position (a real row and its own logsumexp: finite, where row 0 against a logsumexp of 0 could overflow to
+    inf, and inf * 0 is NaN); the padding is dropped, or weighs 0."""
     N = arrays[0].shape[0]
     k = min(N, XENT_CHUNK)
     n = -(-N // k)
-    return tuple(jnp.pad(a, (0, n * k - N)).reshape(n, k) for a in arrays)
+    return tuple(jnp.pad(a, (0, n * k - N), mode="edge").reshape(n, k) for a in arrays)
 
 
 def _gathered_xent_fwd(table: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
@@ -124,8 +126,9 @@ def _gathered_xent_fwd(table: jax.Array, x: jax.Array, y: jax.Array) -> tuple[ja
 def _gathered_xent_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None, None]:
     table, x, y, lse = res
     N, V = x.shape[0], table.shape[1]
-    w = jnp.full((N,), 1.0, table.dtype) * (g / N)  # d loss / d position (the padding: 0)
-    xc, yc, lc, wc = _chunked(x, y, lse, w)
+    xc, yc, lc = _chunked(x, y, lse)
+    w = jnp.where(jnp.arange(xc.size) < N, g / N, 0).astype(table.dtype)  # d loss / d position; the padding: 0
+    wc = w.reshape(xc.shape)
 
     def add(i: jax.Array, grad: jax.Array) -> jax.Array:  # (softmax - onehot) * w, into the rows the chunk read
         d = jnp.exp(table[xc[i]] - lc[i][:, None]) - jax.nn.one_hot(yc[i], V, dtype=table.dtype)

@@ -126,7 +126,7 @@ def _run_block(carry: tuple, windows_of: Callable, j0: jax.Array, n: jax.Array, 
             batch = {"counts": counts[j]}
         elif loss == "counts":
             # counted in the table's dtype where that is exact: one (V, V) array, not an int32 one and its copy
-            exact = cfg.batch_size * cfg.block_size < 2**24
+            exact = dtype == jnp.float32 and cfg.batch_size * cfg.block_size < 2**24  # (bfloat16 stops at 256)
             batch = {"counts": window_counts(windows_of(j)[None], V, dtype if exact else jnp.int32)[0].astype(dtype)}
         else:
             w = windows_of(j)  # (B, T + 1)

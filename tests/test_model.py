@@ -77,3 +77,17 @@ def test_a_gather_step_holds_one_chunk_of_logits_not_the_batchs():
     temp = analysis(V, "gather", B, T)["temp"]
     grad, chunk, logits = 4 * V * V, 4 * XENT_CHUNK * V, 4 * B * T * V
     assert temp <= grad + 2 * chunk < 2 * logits / 4, (temp, grad, chunk)
+
+
+def test_the_gathered_loss_pads_with_real_positions():
+    """The last chunk's padding (B*T not a multiple of XENT_CHUNK) reads a real row with its own logsumexp: a
+    large logit in a row the batch never reads (an imported table's, say) cannot overflow into inf * 0 = NaN."""
+    from bigram_jax.model import gathered_xent
+
+    V, N = 33, 3000
+    rng = np.random.default_rng(0)
+    table = jnp.asarray(rng.normal(size=(V, V)).astype(np.float32)).at[0, 0].set(100.0)
+    x, y = (jnp.asarray(rng.integers(1, V, N).astype(np.int32)) for _ in range(2))  # row 0 never read
+    grad = jax.grad(gathered_xent)(table, x, y)
+    assert bool(jnp.isfinite(grad).all())
+    np.testing.assert_allclose(grad, jax.grad(_optax_xent)(table, x, y), rtol=0, atol=1e-7)

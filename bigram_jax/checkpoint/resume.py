@@ -108,6 +108,10 @@ def check_compatible(resume: Resume, corpus: Any, say: Any = print) -> None:
         # token-id data keeps its ids whatever decodes them: adding or dropping a tokenizer changes only the text
         token_data = corpus.path.suffix in TOKEN_SUFFIXES
         (notes if token_data and "ids" in (old_id, new_id) else problems).append(what)
+    old_rows, new_rows = (meta.get("tokenizer") or {}).get("id_map"), getattr(corpus.tokenizer, "ids", None)
+    if (old_rows is None) != (new_rows is None) or (new_rows is not None and list(old_rows) != new_rows.tolist()):
+        # a compact table's row r stands for id_map[r]: other ids give the rows other tokens
+        problems.append("the table's rows stand for other token ids (--compact-vocab: the corpus uses other ids)")
     had = meta.get("vocab_size") or len(meta.get("vocab") or "")
     if had != V:
         raise UserError(f"{''.join(p + '; ' for p in problems)}checkpoint table is {had}x{had} but this data has a "

@@ -21,7 +21,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings; flags override it")
     for name, field in FIELDS.items():
         metavar = "{" + ",".join(CHOICES[name]) + "}" if name in CHOICES else TYPES[name].__name__.upper()
-        switch = {"nargs": "?", "const": "true"} if TYPES[name] is bool else {"metavar": metavar}  # alone: on
+        switch = {"nargs": "?", "const": "true", "metavar": "true|false"} if TYPES[name] is bool else \
+            {"metavar": metavar}  # a switch alone: on
         p.add_argument("--" + name.replace("_", "-"), dest=name, **switch,
                        help=f"{field.metadata['help']} (default: {field.default})")
         if "_" in name:  # nanoGPT's spelling (its configurator's --key=value), kept out of --help

@@ -26,11 +26,17 @@ class CompactTokenizer:
 
     base: Any  # the tokenizer of the text (tokenizers.py, bpe.py), with its own ids
     ids: np.ndarray  # (V_c,) int64, ascending: the base id of each row
-    vocab = None  # no character table of its own: older readers of `vocab` must not decode rows as characters
 
     @property
     def vocab_size(self) -> int:
         return len(self.ids)
+
+    @property
+    def vocab(self) -> str | None:
+        """A character table's characters of the rows (row r: base.vocab[ids[r]]), as the checkpoint's `vocab`
+        for plots and readers of older versions; None for other tokenizers."""
+        base = getattr(self.base, "vocab", None)
+        return "".join(base[i] for i in self.ids.tolist()) if isinstance(base, str) else None
 
     @property
     def text(self) -> bool:

@@ -102,8 +102,8 @@ def train_and_evaluate(cfg: Config, resume: Resume | None = None, tensorboard: b
 def setup(cfg: Config, resume: Resume | None, held: contextlib.ExitStack) -> Job:
     """Load the corpus, build the mesh, restore or create the state, put the data on the devices, compile.
     What must be let go when the run ends (the run folder's lock, the checkpoints, the feed) goes to `held`."""
-    if resume is None and cfg.out_dir:  # before the corpus, whose encoding may take minutes
-        run_folders.check_fresh(Path(cfg.out_dir))
+    if resume is None and cfg.out_dir and parallel.is_primary():  # before the corpus (its encoding may take
+        run_folders.check_fresh(Path(cfg.out_dir))  # minutes); by the process that claims the folder, as claim
     t0 = time.perf_counter()
     corpus = load_corpus(cfg)
     corpus_s = time.perf_counter() - t0
@@ -160,11 +160,20 @@ def _fitting_mesh(cfg: Config, corpus: Corpus) -> tuple[Any, str]:
     except UserError as e:
         if corpus.rows is not None or "needs about" not in str(e):
             raise
-        Vc = len(compact.used_ids(corpus.train_counts, corpus.val_counts))
-        small = cfg.for_vocab(Vc)
+        raise UserError(f"{e}{_compact_hint(cfg, corpus)}") from None
+
+
+def _compact_hint(cfg: Config, corpus: Corpus) -> str:
+    """'; this corpus uses N of the V ids: --compact-vocab ...' for a refusal of the whole table ('' if the
+    compact table's own plan fails: the refusal stays the table's)."""
+    V, Vc = corpus.vocab_size, len(compact.used_ids(corpus.train_counts, corpus.val_counts))
+    small = cfg.for_vocab(Vc)
+    try:
         need = sum(memory.run_bytes(small, Vc, parallel.make_mesh(small, Vc), 0, DRAW_STEPS).values())
-        raise UserError(f"{e}; this corpus uses {Vc:,} of the {V:,} ids: --compact-vocab trains a {Vc:,}x{Vc:,} "
-                        f"table over those, about {_amount(need)}") from None
+    except UserError:
+        return ""
+    return (f"; this corpus uses {Vc:,} of the {V:,} ids: --compact-vocab trains a {Vc:,}x{Vc:,} table over "
+            f"those, about {_amount(need)}")
 
 
 def _amount(n: float) -> str:

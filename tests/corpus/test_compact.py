@@ -157,3 +157,51 @@ def test_compact_counts_keep_every_transition():
     want = PairCounts.of(np.searchsorted(ids, tokens), 3)
     np.testing.assert_array_equal(small.ids, want.ids)
     np.testing.assert_array_equal(small.n, want.n)
+
+
+def test_other_ids_under_a_compact_table_are_named_on_resume(tmp_path):
+    """The same number of ids, other ones: the rows would stand for other tokens; refused, and said so (with
+    --allow-mismatch, said in the note)."""
+    walk = np.cumsum(np.random.default_rng(0).integers(1, 5, 20_000)) % 40
+    (walk * 3).astype("<u2").tofile(tmp_path / "a.bin")
+    (walk * 3 + 1).astype("<u2").tofile(tmp_path / "b.bin")
+    out = str(tmp_path / "run")
+    fast = ["--max-iters", "20", "--eval-interval", "10", "--sample-tokens", "0"]
+    assert run_cli("train.py", "--data", str(tmp_path / "a.bin"), "--compact-vocab", *fast, "--out-dir", out).returncode == 0
+    again = ["--data", str(tmp_path / "b.bin"), "--resume", "--out-dir", out, "--max-iters", "30"]
+    one_line(run_cli("train.py", *again), 2, "rows stand for other token ids")
+    r = run_cli("train.py", *again, "--allow-mismatch")
+    assert r.returncode == 0 and "rows stand for other token ids" in r.stdout, r.stderr
+
+
+def test_a_compact_character_table_keeps_its_characters(tmp_path, shakespeare_path):
+    """A compact table of a text's characters records the rows' characters as its `vocab` (plot.py labels its
+    pictures with them), and reads back as the same characters."""
+    from bigram_jax.checkpoint.load import load_checkpoint
+
+    out = tmp_path / "run"
+    assert run_cli("train.py", "--data", str(shakespeare_path), "--compact-vocab", "--max-iters", "10",
+                   "--eval-interval", "10", "--sample-tokens", "0", "--out-dir", str(out)).returncode == 0
+    ck = load_checkpoint(out)
+    chars = sorted(set(shakespeare_path.read_text()))
+    assert ck.vocab == "".join(chars) and ck.tokenizer.decode(np.arange(3)) == "".join(chars[:3])
+    pytest.importorskip("matplotlib")
+    r = run_cli("plot.py", "--run", str(out))
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_hint_never_replaces_the_refusal(monkeypatch):
+    """If the compact table's own plan fails too, the refusal of the whole table stands alone."""
+    from bigram_jax.config import Config
+    from bigram_jax.corpus.load import Corpus
+    from bigram_jax.run import job
+
+    def refuse(*a, **k):
+        raise UserError("model_parallel 4 must divide the vocabulary size 513")
+
+    counts = PairCounts.of(np.array([1, 5, 9, 5]), 100)
+    corpus = Corpus(path=None, sha256="", tokenizer=None, vocab_size=100, train=np.zeros(4), val=np.zeros(4),
+                    train_counts=counts, val_counts=counts)
+    assert "3 of the 100 ids" in job._compact_hint(Config(), corpus)
+    monkeypatch.setattr(job.parallel, "make_mesh", refuse)
+    assert job._compact_hint(Config(), corpus) == ""
