@@ -152,6 +152,9 @@ def _fitting_mesh(cfg: Config, corpus: Corpus) -> tuple[Any, str]:
     """(the mesh, where the corpus lives), or one line that says the table does not fit; for a table over a
     tokenizer's whole vocabulary, the line says what the ids the corpus uses would need (--compact-vocab)."""
     V = corpus.vocab_size
+    if corpus.rows is not None and cfg.model_parallel and V % cfg.model_parallel:  # (--vocab-size cannot pad it)
+        raise UserError(f"model_parallel {cfg.model_parallel} must divide the vocabulary size {V}: a --compact-vocab "
+                        f"table has a row for each id the corpus uses; give a model_parallel that divides {V:,}")
     try:
         mesh = parallel.make_mesh(cfg, V)
         home, parts = memory.plan(cfg, len(corpus.train), V, mesh, DRAW_STEPS)

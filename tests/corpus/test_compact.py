@@ -205,3 +205,12 @@ def test_the_hint_never_replaces_the_refusal(monkeypatch):
     assert "3 of the 100 ids" in job._compact_hint(Config(), corpus)
     monkeypatch.setattr(job.parallel, "make_mesh", refuse)
     assert job._compact_hint(Config(), corpus) == ""
+
+
+def test_model_parallel_that_does_not_split_a_compact_table_is_one_line(tmp_path):
+    """--vocab-size pads the tokenizer's ids, not the compact table's rows: the line does not send you there."""
+    (np.arange(20_000) % 40 * 3).astype("<u2").tofile(tmp_path / "a.bin")
+    r = run_cli("train.py", "--data", str(tmp_path / "a.bin"), "--compact-vocab", "--model-parallel", "3",
+                "--out-dir", str(tmp_path / "run"))
+    one_line(r, 2, "model_parallel 3 must divide the vocabulary size 40", "a row for each id the corpus uses")
+    assert "--vocab-size" not in r.stderr
