@@ -6,16 +6,17 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from bigram_jax.cli.guard import OneLineParser, command, guard, prog
 
+from .outputs import check_file, write_text
 from .paths import ROOT
 
 SECTIONS = ("compile", "train", "scale", "generate", "eval", "job", "startup", "limits", "corpus",
-            "tokenize")  # in the order they run
+            "tokenize", "memory", "unbroken", "gpt2_bpe")  # in the order they run
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 
 
@@ -28,6 +29,8 @@ def parser() -> OneLineParser:
     p.add_argument("--out", default="bench.json", help="the JSON of every figure (default: bench.json)")
     p.add_argument("--markdown", type=Path, help="the page of tables (default: docs/benchmarks.md for a full run; "
                    "a file in the temp folder with --quick or --only, so a partial run never replaces the page)")
+    p.add_argument("--docs", action="store_true", help="also put the sections measured on their own that this run "
+                   "measured (memory, unbroken, gpt2_bpe) in place in docs/benchmarks.md, the rest of the page as it is")
     return p
 
 
@@ -48,17 +51,21 @@ def run(args) -> tuple[dict, Path]:
 
     from .context import QUICK, Ctx, Sizes
     from .corpus_size import sec_corpus
-    from .startup import sec_startup
-    from .tokenize import sec_tokenize
     from .evaluation import sec_eval
+    from .gpt2_bpe import sec_gpt2_bpe
     from .limits import sec_limits
     from .machine import describe
     from .sections import sec_compile, sec_generate, sec_scale, sec_train
+    from .startup import sec_startup
+    from .step_memory import sec_memory
+    from .tokenize import sec_tokenize
+    from .unbroken import sec_unbroken
     from .whole_job import sec_job
 
     fns = {"compile": sec_compile, "train": sec_train, "scale": sec_scale, "generate": sec_generate,
            "eval": sec_eval, "job": sec_job, "limits": sec_limits, "corpus": sec_corpus,
-           "startup": sec_startup, "tokenize": sec_tokenize}
+           "startup": sec_startup, "tokenize": sec_tokenize, "memory": sec_memory,
+           "unbroken": sec_unbroken, "gpt2_bpe": sec_gpt2_bpe}
     sizes = QUICK if args.quick else Sizes()
     c = Ctx(sizes, args.repeats or (2 if args.quick else 5), load_corpus(Config()))
     load_start = os.getloadavg()
@@ -102,14 +109,22 @@ def _bench(argv: Sequence[str] | None) -> int:
     args = p.parse_args(argv)
     if set(args.only.split(",")) - set(SECTIONS) or (args.repeats is not None and args.repeats < 1):
         p.error(f"--only takes sections of {','.join(SECTIONS)}; --repeats must be >= 1")
+    out, page = Path(args.out), markdown_path(args)
+    check_file(out, "--out")  # before any section runs: a refusal after them would cost the whole run
+    check_file(page, "--markdown")
+    if args.docs:
+        if args.quick:
+            p.error("--docs puts measured figures in docs/benchmarks.md: not those of --quick")
+        check_file(DOCS_PAGE, "--docs")
     with _private_cache():
         doc, corpus_path = run(args)
-    out, page = Path(args.out), markdown_path(args)
-    out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
-    from .page import write
+    write_text(out, json.dumps(doc, indent=2, default=float) + "\n")
+    from .page import write, write_kept
 
-    print(write(doc, page, out, [corpus_path, Path.home(), Path.cwd(), out.parent, page.parent]))
-    print(f"wrote {out} and {page}", file=sys.stderr)
+    private = [corpus_path, Path.home(), Path.cwd(), out.parent, page.parent]
+    print(write(doc, page, out, private))
+    kept = write_kept(doc, DOCS_PAGE, private) if args.docs and page != DOCS_PAGE else []
+    print(f"wrote {out} and {page}" + (f"; {', '.join(kept)} in {DOCS_PAGE}" if kept else ""), file=sys.stderr)
     return 0
 
 

@@ -46,12 +46,14 @@ class Sizes:
     corpus_steps: int = 200  # steps of each corpus-size run (B = 64, T = 256)
     corpus_gpt2: int = 100_000_000  # tokens of the GPT-2-vocabulary file (ids up to 50,303), counted sparse
     tokenize_mb: int = 320  # MB of text encoded with a BPE tokenizer.json
+    unbroken_mb: float = 300  # MB of text without a line break, encoded with the same tokenizer
+    gpt2_steps: int = 50  # steps of the GPT-2 BPE shakespeare run (B = 64, T = 256, --compact-vocab)
 
 
 QUICK = Sizes(train=((32, 8), (64, 32)), scale=((32, 8), (64, 32)), gen_ours=(100, 500), gen_one=500,
               gen_many=(16, 100), gen_cap_s=0.2, job=(100, 50, 50), job_repeats=1, import_repeats=1, eval_iters=20,
               target_s=0.02, big=1 << 22, matmul=256, corpus_tokens=(100_000, 2_000_000), corpus_steps=10,
-              corpus_gpt2=1_000_000, tokenize_mb=3)
+              corpus_gpt2=1_000_000, tokenize_mb=3, unbroken_mb=3, gpt2_steps=3)
 
 
 @dataclass

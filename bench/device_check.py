@@ -23,16 +23,18 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bigram_jax.cli.guard import OneLineParser, command, guard, prog
-
 from bigram_jax.errors import UserError
 from bigram_jax.run.signals import set_stop_handlers
+
 from .device_parts import PARTS, PLATFORM_ENV, RUNNING, kill_group, run_bounded
+from .outputs import check_file, check_folder, write_text
 from .paths import ROOT
 
+WRITTEN = ("device_check.json", "device_check.md", "benchmarks_gpu.md")  # in --out
 BUDGET_S = {False: 450.0, True: 170.0}  # all parts together: 7.5 minutes of a lent device's 15 (3 on the CPU)
 MIN_BOX_S = 15.0  # a part with less time left than this is not started (and says so)
 
@@ -106,14 +108,13 @@ def _write(doc: dict, out: Path, docs: bool, private: list) -> list[Path]:
     from .device_page import on_accelerator, report, section, splice
     from .paths import scrub
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "device_check.json", out / "device_check.md", out / "benchmarks_gpu.md"]
-    written[0].write_text(json.dumps(doc, indent=2, default=float) + "\n")
-    written[1].write_text(scrub(report(doc), private))
-    written[2].write_text(scrub(section(doc), private))
+    written = [out / name for name in WRITTEN]
+    write_text(written[0], json.dumps(doc, indent=2, default=float) + "\n")
+    write_text(written[1], scrub(report(doc), private))
+    write_text(written[2], scrub(section(doc), private))
     if docs and on_accelerator(doc):
         page = ROOT / "docs" / "benchmarks.md"
-        page.write_text(splice(page.read_text(), written[2].read_text()))
+        write_text(page, splice(page.read_text(), written[2].read_text()))
         written.append(page)
     elif docs:
         print("device_check.py: docs/benchmarks.md left alone: only a full run on a GPU or TPU writes its GPU "
@@ -129,6 +130,9 @@ def _check(argv: Sequence[str] | None) -> int:
     if set(names) - set(PARTS) or not names or (args.budget is not None and args.budget <= 0) \
             or not args.time_scale > 0:
         p.error(f"--only takes parts of {','.join(PARTS)}; --budget and --time-scale must be > 0")
+    check_folder(args.out, WRITTEN, "--out")  # before any part runs: on a lent GPU a late refusal costs its budget
+    if args.docs:
+        check_file(ROOT / "docs" / "benchmarks.md", "--docs")
     corpus, t = _corpus(), time.perf_counter()
     budget = (args.budget or BUDGET_S[args.quick]) * args.time_scale
     parts = run_all([n for n in PARTS if n in names], args.quick, budget, {

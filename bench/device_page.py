@@ -10,8 +10,8 @@ from .markdown import titled_table
 from .tables import eval_tables, generate_tables, secs, si, train_tables
 
 BEGIN, END = "<!-- device_check: begin -->", "<!-- device_check: end -->"
-NOT_MEASURED = ["## GPU and TPU", "", "Not yet measured on a GPU or TPU: `python scripts/device_check.py --out DIR "
-                "--docs`, run on one, writes this section."]
+NOT_MEASURED = ["## GPU and TPU", "", ("Not yet measured on a GPU or TPU: `python scripts/device_check.py --out DIR "
+                "--docs`, run on one, writes this section.")]
 
 
 def on_accelerator(doc: dict) -> bool:
@@ -53,7 +53,7 @@ STEPS_HEADER = ["V", "B x T", "step", "tokens/s", "peak / plan", "peak, a save i
 
 def _steps(*figures: dict) -> list[str]:
     """One table for both steps parts (each part's figures, in order): a row for each that measured steps."""
-    gib = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    gib = lambda x: "-" if x is None else f"{x:.2f}"
     rows = [[f"{f['vocab_size']:,}", f"{f['batch_size']}x{f['block_size']}", f"{f['step_ms']:.3g} ms",
              si(f["tokens_per_s"]), f"{gib(f['peak_gib'])} / {f['plan_gib']:.2f}", gib(f.get("peak_with_save_gib")),
              gib(f["peak_after_sample_gib"]), f"{f['bandwidth_GBps']:.4g}", f"{f['copy_GBps']:.4g}",
@@ -123,14 +123,14 @@ def body(doc: dict) -> list[str]:
 
 def report(doc: dict) -> str:
     """DIR/device_check.md."""
-    head = ["# Device check", "", f"Written by `python scripts/device_check.py{' --quick' if doc['quick'] else ''}` "
+    head = ["# Device check", "", (f"Written by `python scripts/device_check.py{' --quick' if doc['quick'] else ''}` "
             f"on {datetime.date.today().isoformat()} in {doc['wall_s']:.0f} s (budget {doc['budget_s']:.0f} s), "
-            f"every figure measured in this run on: {machine_line(doc)}."]
+            f"every figure measured in this run on: {machine_line(doc)}.")]
     if doc["quick"]:
         head += ["", "**Smoke run (`--quick`): small sizes, figures not to be quoted.**"]
     torch_on = doc["parts"].get("train", {}).get("figures", {}).get("torch_device")
-    head += [] if torch_on is None else ["", f"torch's contenders ran on `{torch_on}`; \"lecture\" and \"tuned\" as "
-                                              "in docs/benchmarks.md."]
+    head += [] if torch_on is None else ["", (f"torch's contenders ran on `{torch_on}`; \"lecture\" and \"tuned\" as "
+                                              "in docs/benchmarks.md.")]
     return "\n".join(head + body(doc)) + "\n"
 
 
@@ -138,9 +138,9 @@ def section(doc: dict) -> str:
     """The GPU section of docs/benchmarks.md, between its markers (NOT_MEASURED unless a GPU or TPU was)."""
     if not on_accelerator(doc):
         return kept_section("")
-    lines = ["## GPU and TPU", "", f"Measured by `python scripts/device_check.py` on "
+    lines = ["## GPU and TPU", "", (f"Measured by `python scripts/device_check.py` on "
              f"{datetime.date.today().isoformat()} on {machine_line(doc)}; the whole report, with every figure, "
-             "is the run's `device_check.md`."]
+             "is the run's `device_check.md`.")]
     return "\n".join([BEGIN, *lines, *body(doc), END]) + "\n"
 
 

@@ -105,9 +105,8 @@ def _auto_choices() -> dict:
 
     import jax
 
-    from bigram_jax.devices import memory
-    from bigram_jax.devices import parallel
     from bigram_jax.config import Config
+    from bigram_jax.devices import memory, parallel
     from bigram_jax.errors import UserError
     from bigram_jax.train import DRAW_STEPS
 
@@ -133,7 +132,7 @@ def part_tests(quick: bool, box: float) -> dict:
     # the pytest process holds the device while the scripts it starts need it too: no process takes 75% up front
     env = {**os.environ, "JAX_PLATFORMS": platform, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     status, out = run_bounded([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *files], env, box - 10)
-    outcomes = re.findall(r"^(tests/\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", out, flags=re.M)
+    outcomes = re.findall(r"^(tests/\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", out, flags=re.MULTILINE)
     count = {k: sum(1 for _, o in outcomes if o == k) for k in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
     failed = [t for t, o in outcomes if o in ("FAILED", "ERROR")]
     return {"platform": platform, "files": list(files), "passed": count["PASSED"], "skipped": count["SKIPPED"],

@@ -100,10 +100,9 @@ def _stepper(V: int, quick: bool) -> tuple:
     import jax.numpy as jnp
     import numpy as np
 
-    from bigram_jax.devices import memory
-    from bigram_jax.devices import parallel
     from bigram_jax.compile import programs
     from bigram_jax.config import Config
+    from bigram_jax.devices import memory, parallel
     from bigram_jax.model import params_of
     from bigram_jax.train import DRAW_STEPS, init_on, init_state, train_steps
 
@@ -159,10 +158,9 @@ def _save_while_training(box: list, run, cfg, device) -> float | None:
     """Save a checkpoint (orbax, async, from device memory) and train on while it is written: `device`'s peak after."""
     from bigram_jax.checkpoint.manager import Checkpoints
 
-    with tempfile.TemporaryDirectory() as tmp:
-        with Checkpoints(Path(tmp) / "checkpoints") as ckpts:
-            ckpts.save(box[0], {"config": cfg.to_dict()}, 0.0)
-            run(20)  # the saved state's buffers are donated to these steps while orbax writes its copy
+    with tempfile.TemporaryDirectory() as tmp, Checkpoints(Path(tmp) / "checkpoints") as ckpts:
+        ckpts.save(box[0], {"config": cfg.to_dict()}, 0.0)
+        run(20)  # the saved state's buffers are donated to these steps while orbax writes its copy
     return _peak_gib(device)
 
 

@@ -1,7 +1,7 @@
 """A run's figures as markdown tables, one function per section; measured figures and their ratios only."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .context import SAMPLERS
 from .markdown import titled_table
@@ -68,7 +68,7 @@ def generate_tables(doc: dict) -> list[str]:
 def eval_tables(doc: dict) -> list[str]:
     """Time and error of the exact evaluation against the estimates."""
     e, t = doc["results"]["eval"], doc["results"]["eval"]["seconds"]
-    err = lambda k: "/".join(f"{e['estimate_abs_error_median'][k][p]:.2g}" for p in ("train", "val"))  # noqa: E731
+    err = lambda k: "/".join(f"{e['estimate_abs_error_median'][k][p]:.2g}" for p in ("train", "val"))
     rounding = "/".join(f"{v:.1g}" for v in e["exact_vs_float64"].values())
     rows = [["jax exact, from counts", secs(t["jax_exact"]), f"none (float32 rounding {rounding})"],
             ["counting both splits, once a run", secs(t["count_splits"]), "-"],
@@ -124,8 +124,8 @@ def corpus_tables(doc: dict) -> list[str]:
     header = ["tokens", "train tokens/s", "speed vs smallest", "peak RSS", "set-up (identity, counts)", "wall"]
     g = r["gpt2_vocab"]
     return titled_table(title, header, rows) + [
-        "", f"GPT-2-sized vocabulary: {g['tokens']:,} tokens with ids up to {g['vocab_size'] - 1:,}, loaded and "
-            f"counted (sparse) in {g['wall_s']:.1f} s of process wall time, peak RSS {g['peak_rss_mib']:.0f} MiB."]
+        "", (f"GPT-2-sized vocabulary: {g['tokens']:,} tokens with ids up to {g['vocab_size'] - 1:,}, loaded and "
+            f"counted (sparse) in {g['wall_s']:.1f} s of process wall time, peak RSS {g['peak_rss_mib']:.0f} MiB.")]
 
 
 STARTUP = {"job_warm": "the lecture's job (`python scripts/train.py`), compile cache warm",
@@ -164,13 +164,70 @@ def tokenize_tables(doc: dict) -> list[str]:
     return titled_table(title, ["what", "MB/s", "seconds", "peak RSS", "tokens"], rows)
 
 
+def memory_tables(doc: dict) -> list[str]:
+    """The step's bytes per parameter as XLA's memory analysis gives them, against the plan's; each loss at the
+    lecture's batch; what that makes of GPT-2's vocabulary on one device."""
+    r = doc["results"]["memory"]
+    V, plan, lec = r["vocab_size"], r["plan"], r["lecture_batch"]
+    rows = [["the state at the peak: table and both AdamW moments (donated: updated in place), one gradient",
+             f"{r['state_bytes_per_param']:.3f} B/param", f"{plan['state_bytes_per_param']} B/param"],
+            [("gather loss: copies of the logits it holds (float32, a chunk of at most 2048 positions x V): the "
+             "logits and their gradient"), f"{r['gather_logits_copies']:.3f}", f"{plan['gather_logits_copies']}"],
+            ["counts loss: its V x V work (the batch's counts, in float32)",
+             f"{r['counts_work_bytes_per_param']:.3f} B/param", f"{plan['counts_work_bytes_per_param']} B/param"]]
+    title = (f"The train step's memory: XLA's memory analysis of the compiled loop (the job's `train_steps`, state "
+             f"donated) at V = {V:,}, compiled on the CPU, not run")
+    out = titled_table(title, ["what", "measured", "devices/memory.py plans"], rows)
+    P = r["params"]
+    per = lambda x: f"{x / P:.3f}"
+    logits = [f"{lec['logits_bytes_per_param']:.3f}", f"{lec['bound_bytes_per_param']:.3f}"]
+    rows = [[loss, *(per(lec[loss][k]) for k in ("argument", "output", "alias", "temp", "peak")),
+             *(logits if loss == "gather" else ["-", "-"])] for loss in ("gather", "counts")]
+    out += titled_table(f"Each loss at the lecture's batch (B x T = {lec['B']} x {lec['T']}), V = {V:,}: bytes per "
+                        "parameter (peak = argument + output - alias + temp)",
+                        ["loss", "argument", "output", "alias", "temp", "peak", "logits", "16.5 + logits"], rows)
+    g = r["gpt2"]
+    total, room = g["state_bytes"] + g["logits_bytes"], 0.9 * 0.75 * 80e9  # memory.py's 90% of JAX's default pool
+    return out + ["", (f"So at V = {g['vocab_size']:,} ({g['vocab_size'] ** 2 / 1e9:.2f} B parameters), B x T = "
+                       f"{g['B']} x {g['T']}, gather loss (`auto` takes it there), one device holds "
+                       f"{g['state_bytes'] / 1e9:.1f} GB of state and {g['logits_bytes'] / 1e9:.2f} GB of logits at "
+                       f"the step's peak: {total / 1e9:.1f} GB, {'within' if total <= room else 'over'} the "
+                       f"{room / 1e9:.0f} GB the plan allows an 80 GB GPU (90% of JAX's default pool, 75%).")]
+
+
+def unbroken_tables(doc: dict) -> list[str]:
+    """A text without a line break encoded and counted as a run loads it: its peak memory above all."""
+    r = doc["results"]["unbroken"]
+    title = (f"A text without line breaks: {r['text_mb']:.0f} MB on one line, byte-level BPE of {r['bpe_vocab']} tokens, "
+             f"{r['cores']} cores (issue 28's budget for any 300 MB text: {r['budget_mib']:.0f} MiB)")
+    if "error" in r:
+        return titled_table(title, ["what", "result"], [["the corpus's set-up (encode into the cache, count)",
+                                                         f"failed: {r['error'].replace('|', '/')}"]])
+    rows = [["the corpus's set-up: read, hash, cut, encode into the cache, count", f"{r['peak_rss_mib']:.0f} MiB",
+             secs(r["load_s"]), f"{r['mb_per_s']:.2f}", f"{r['tokens']:,}"]]
+    return titled_table(title, ["what", "peak RSS", "seconds", "MB/s", "tokens"], rows)
+
+
+def gpt2_bpe_tables(doc: dict) -> list[str]:
+    """nanoGPT's shakespeare in GPT-2's BPE, trained with --compact-vocab as one process."""
+    r = doc["results"]["gpt2_bpe"]
+    title = "nanoGPT's shakespeare with GPT-2 BPE: `scripts/train.py --tokenizer NAME --compact-vocab`, one process"
+    if "skipped" in r:
+        return ["", f"### {title}", "", f"Skipped: {r['skipped']}."]
+    of = f" of {r['ids_of']:,}" if r["ids_of"] else ""
+    rows = [["tokenizer (tiktoken, from its cache)", r["tokenizer"]], ["ids used", f"{r['ids_used']:,}{of}"],
+            ["B x T, steps, loss", f"{r['batch_size']} x {r['block_size']}, {r['steps']}, {r['loss']}"],
+            ["train tokens/s", si(r["tokens_per_s"])], ["peak RSS", f"{r['peak_rss_mib']:.0f} MiB"],
+            ["set-up: corpus (encode, count, compact) / compile", f"{secs(r['corpus_s'])} / {secs(r['compile_s'])}"],
+            ["process wall", secs(r["wall_s"])],
+            ["floors: train / val", f"{r['floor_train_loss']:.4f} / {r['floor_val_loss']:.4f}"],
+            [f"losses at step {r['steps']}: train / val", f"{r['train_loss']:.4f} / {r['val_loss']:.4f}"]]
+    return titled_table(title, ["what", "this run"], rows)
+
+
 # In the order the page shows them: throughput first, then what explains it
 TABLES: dict[str, Callable[[dict], list[str]]] = {
     "train": train_tables, "scale": scale_tables, "generate": generate_tables, "eval": eval_tables,
-    "job": job_tables, "corpus": corpus_tables, "tokenize": tokenize_tables, "startup": startup_tables,
-    "compile": compile_tables, "limits": limits_tables}
-
-
-def tables(doc: dict) -> list[str]:
-    """The tables of every section that ran, as markdown lines."""
-    return [ln for name, fn in TABLES.items() if name in doc["results"] for ln in fn(doc)]
+    "job": job_tables, "corpus": corpus_tables, "gpt2_bpe": gpt2_bpe_tables, "tokenize": tokenize_tables,
+    "unbroken": unbroken_tables, "startup": startup_tables, "compile": compile_tables, "limits": limits_tables,
+    "memory": memory_tables}

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .paths import ROOT
 
@@ -70,17 +72,19 @@ def at(points: list[list[float]], n: int) -> tuple[float, bool]:
 
 # A small launcher starts each timed job: a child forked from this large process would report this
 # process's RSS as its peak (Linux keeps the pre-exec high-water mark in ru_maxrss).
-LAUNCHER = ("import os, sys, time; t = time.perf_counter(); pid = os.posix_spawn(sys.argv[1], sys.argv[1:], "
-            "os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]); "
-            "_, st, ru = os.wait4(pid, 0); "
+# Its first argument is where the job's stdout goes.
+LAUNCHER = ("import os, sys, time; t = time.perf_counter(); pid = os.posix_spawn(sys.argv[2], sys.argv[2:], "
+            "os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "
+            "0o600)]); _, st, ru = os.wait4(pid, 0); "
             "print(time.perf_counter() - t, ru.ru_maxrss / 1024, os.waitstatus_to_exitcode(st), time.time())")
 
 
-def run_process(cmd: list[str], env: dict, expect: int = 0) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one process; raises with its stderr unless it exits with `expect`."""
+def run_process(cmd: list[str], env: dict, expect: int = 0, stdout: str = os.devnull) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one process, its stdout written to `stdout`; raises with its stderr unless
+    it exits with `expect`."""
     with tempfile.TemporaryFile() as log:
-        out = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=log, text=True, check=True).stdout.split()
+        out = subprocess.run([sys.executable, "-c", LAUNCHER, stdout, *cmd], env=env, cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=log, text=True, check=True).stdout.split()
         if out[2] != str(expect):
             log.seek(0)
             raise RuntimeError(f"{' '.join(cmd)} exited {out[2]}: {log.read().decode()[-2000:]}")

@@ -149,3 +149,39 @@ def test_a_failed_machine_part_still_gets_its_report():
     text = report({"quick": True, "budget_s": 170.0, "wall_s": 3.0, "machine": machine["figures"],
                    "parts": {"machine": machine}})
     assert "the machine part failed: see its error below" in text and "| machine | failed |" in text
+
+
+def test_bad_out_is_refused_before_any_part_runs(tmp_path: Path, monkeypatch, capsys):
+    """Issue 28 item 10: --out naming a file, a link, a folder holding a link or a folder where an output goes, a
+    place below a file or in a folder that refuses files: one line, status 2, before any part runs (run_all is
+    replaced by one that fails the test). An existing folder of an earlier check is written again."""
+    from bench import device_check
+    from bigram_jax.cli.guard import guard, prog
+    from tests.test_bench import unwritable_folder
+
+    def check(*argv: str) -> int:  # main, but without its stop handlers: they would outlive the test in pytest
+        return guard(prog("device_check.py"), lambda: device_check._check(list(argv)))
+
+    def no_parts(*args, **kwargs):
+        raise AssertionError("a part ran")
+
+    monkeypatch.setattr(device_check, "run_all", no_parts)
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "folder_link").symlink_to(tmp_path, target_is_directory=True)
+    for name, make in (("linked", lambda p: p.symlink_to(tmp_path / "a_file")), ("folder", lambda p: p.mkdir())):
+        (tmp_path / name).mkdir()
+        make(tmp_path / name / "device_check.md")
+    cases = {"a file": (tmp_path / "a_file", "exists and is not a folder"),
+             "a link": (tmp_path / "folder_link", "is a symbolic link"),
+             "an output is a link": (tmp_path / "linked", "device_check.md is a symbolic link"),
+             "an output is a folder": (tmp_path / "folder", "device_check.md exists and is not a regular file"),
+             "below a file": (tmp_path / "a_file" / "out", "is not a folder"),
+             "unwritable": (unwritable_folder(tmp_path) / "out", "cannot write in")}
+    for case, (path, words) in cases.items():
+        assert check("--quick", "--out", str(path)) == 2, case
+        err = capsys.readouterr().err
+        assert err.startswith("device_check.py: error: --out ") and words in err and err.count("\n") == 1, (case, err)
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "device_check.json").write_text("{}")
+    with pytest.raises(AssertionError, match="a part ran"):
+        check("--quick", "--out", str(tmp_path / "earlier"))

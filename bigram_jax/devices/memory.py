@@ -11,8 +11,13 @@ from jax.sharding import Mesh
 
 from bigram_jax.config import Config
 from bigram_jax.errors import UserError
+from bigram_jax.model import XENT_CHUNK
 
-STATE_BYTES_PER_PARAM = 24  # f32 table + 2 moments persist (12 B); the update holds grads and new values beside them
+# Bytes a step holds at its peak, from XLA's memory analysis of the job's compiled loop on the CPU (bench/step_memory.py
+# measures them; tests/devices/test_memory.py checks these equal its figures):
+STATE_BYTES_PER_PARAM = 16  # the f32 table and both AdamW moments (12, updated in place: donated) and one gradient (4)
+LOGITS_COPIES = 2  # gather loss: (positions, V) float32 logits and their gradient, of at most XENT_CHUNK positions
+COUNTS_BYTES_PER_PARAM = 4  # counts loss: the batch's V x V counts, counted in float32
 MEMORY_FRACTION = 0.9  # of the memory JAX may use on a device (GPU: its pool, 75% of the memory by default)
 
 
@@ -20,7 +25,7 @@ def device_bytes(device: jax.Device) -> int | None:
     """Memory JAX may use on a local device, in bytes; None where the backend does not say."""
     try:
         stats = device.memory_stats()
-    except Exception:  # some backends raise instead of returning None
+    except Exception:  # noqa: BLE001  (some backends raise instead of returning None)
         return None
     return (stats or {}).get("bytes_limit")
 
@@ -85,13 +90,21 @@ def data_home(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh) -> str:
 
 
 def run_bytes(cfg: Config, vocab_size: int, mesh: Mesh, resident_tokens: int, draw_steps: int) -> dict[str, float]:
-    """Bytes one device needs at the peak of a step, by part (an estimate, within a small factor)."""
+    """Bytes one device needs at the peak of a step, by part: the state and the loss's work as XLA's memory analysis
+    measured them (on the CPU; an accelerator's compiler may place buffers otherwise), the rest by their sizes."""
     V, B, T = vocab_size, cfg.batch_size, cfg.block_size
     dp, mp = mesh.shape["data"], mesh.shape["model"]
-    work = 16 * V * V if cfg.for_vocab(V).loss == "counts" else 12 * B * T * V / dp
-    return {"table and AdamW state": STATE_BYTES_PER_PARAM * V * V / mp, "loss": work,
+    return {"table, AdamW moments and gradient": STATE_BYTES_PER_PARAM * V * V / mp,
+            "loss": loss_bytes(cfg.for_vocab(V).loss, V, B * T / dp),
             "batches": 8 * draw_steps * B * (T + 1) / dp, "corpus copy": 4 * resident_tokens,
             "closing sample": 12 * cfg.sample_tokens}
+
+
+def loss_bytes(loss: str, V: int, positions: float) -> float:
+    """Bytes the loss's work holds at a step's peak beside the state, for `positions` = B T on the device."""
+    if loss == "counts":  # past 2**24 a step, float32 would not count exactly: int32 counts and a float32 copy
+        return COUNTS_BYTES_PER_PARAM * V * V * (1 if positions < 2**24 else 2)
+    return LOGITS_COPIES * 4 * min(positions, XENT_CHUNK) * V  # the gathered loss goes a chunk at a time
 
 
 def plan(cfg: Config, n_tokens: int, vocab_size: int, mesh: Mesh, draw_steps: int) -> tuple[str, dict[str, float]]:
