@@ -53,7 +53,7 @@ class Config:
     min_lr: float = _field(0.0, "final learning rate of the cosine schedule")
     grad_clip: float = _field(0.0, "clip gradients to this global norm; 0 = off")
     loss: Loss = _field("auto", "counts (V x V sufficient statistics, O(V^2)) | gather (the textbook loss, "
-                        "O(B*T*V)) | auto (counts if V <= B*T); equal values")
+                        "O(B*T*V)) | auto (counts if V <= B*T and V^2 < 2^31); equal values")
     seed: int = _field(1337, "seeds the table, the batches and the sample")
     # devices
     model_parallel: int = _field(0, "shard the table's rows (and AdamW moments) over N devices; 0 = auto "
@@ -86,8 +86,8 @@ class Config:
 
 def resolve_loss(name: str, vocab_size: int, batch_size: int, block_size: int) -> str:
     """'auto' -> the cheaper implementation: counts cost O(V^2) per step, gather O(B*T*V), so counts iff V <= B*T."""
-    if name == "auto":
-        name = "counts" if vocab_size <= batch_size * block_size else "gather"
+    if name == "auto":  # (counts' pair ids are int32: past V = 46,340 it is gather whatever the batch)
+        name = "counts" if vocab_size <= batch_size * block_size and vocab_size * vocab_size < 2**31 else "gather"
     if name == "counts" and vocab_size * vocab_size >= 2**31:
         raise UserError(f"loss 'counts' needs V^2 < 2^31 (int32 pair ids); V = {vocab_size}: use --loss gather or auto")
     return name

@@ -15,3 +15,14 @@ def test_auto_loss_picks_the_cheaper_implementation():
     assert resolve_loss("gather", 65, 32, 8) == "gather" and resolve_loss("counts", V_BIG, 32, 8) == "counts"
     with pytest.raises(UserError, match="needs V\\^2 < 2\\^31"):  # int32 pair ids would wrap at GPT-2's V
         resolve_loss("counts", 50304, 32, 8)
+
+
+def test_auto_never_picks_a_loss_it_would_refuse():
+    """A batch of 64 x 1024 positions at GPT-2's 50,304 ids: counts would be cheaper by B*T, but its int32 pair
+    ids stop at V = 46,340, so auto takes gather (and an explicit counts is refused in one line)."""
+    from bigram_jax.config import resolve_loss
+
+    assert resolve_loss("auto", 50_304, 64, 1024) == "gather"
+    assert resolve_loss("auto", 46_340, 64, 1024) == "counts"
+    with pytest.raises(UserError, match="V\\^2 < 2\\^31"):
+        resolve_loss("counts", 50_304, 64, 1024)
