@@ -34,18 +34,23 @@ HANG = 120
 pytestmark = pytest.mark.e2e
 
 
+def _stopped_at(p, line: str, sig: int) -> str:
+    """Send `sig` to the run `p` once it printed `line`; its stderr when it has ended (killed if it hangs)."""
+    try:
+        wait_for(p, line, HANG)
+        p.send_signal(sig)
+        return p.communicate(timeout=HANG)[1]
+    finally:
+        p.kill()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_and_resume_continues(tmp_path, sig):
     """A run of a million steps stops on the signal (a run that went on would outlast the hang guard many times)."""
     stopped, clean = tmp_path / "stopped", tmp_path / "clean"
     args = ["--eval-interval", "1000", "--chunk-seconds", "0.05", "--sample-tokens", "0"]
     p = popen_script("train.py", "--max-iters", "1000000", "--out-dir", str(stopped), *args)
-    try:
-        wait_for(p, "step 1000:", HANG)
-        p.send_signal(sig)
-        _, err = p.communicate(timeout=HANG)
-    finally:
-        p.kill()
+    err = _stopped_at(p, "step 1000:", sig)
     assert p.returncode == 128 + sig, err
     assert f"stopped by {signal.Signals(sig).name}" in err and "--resume" in err and "Traceback" not in err
     step = int(err.split(" at step ")[1].split(";")[0])
@@ -151,12 +156,7 @@ def test_hangup_and_user_signals_save_and_stop_as_sigterm_does(tmp_path, sig):
     out = tmp_path / "run"
     p = subprocess.Popen(train_after(at_default(sig), "--out-dir", str(out), *LONG), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env_of())
-    try:
-        wait_for(p, "step 100:", HANG)
-        p.send_signal(sig)
-        _, err = p.communicate(timeout=HANG)
-    finally:
-        p.kill()
+    err = _stopped_at(p, "step 100:", sig)
     one_line(subprocess.CompletedProcess(p.args, p.returncode, "", err), 128 + sig, f"stopped by {sig.name}",
              "checkpoint saved")
     assert steps(out)
